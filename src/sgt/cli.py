@@ -1,0 +1,181 @@
+"""The `sgt` command: a thin layer that parses flags into a config and calls one function.
+
+Every user error ends as one line on stderr and exit code 2 (argparse errors included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit code 2
+        sys.stderr.write(f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        raise SystemExit(2)
+
+
+@dataclass
+class Command:
+    """A subcommand: its config dataclass, the function that runs it, and a one-line summary."""
+
+    path: tuple[str, ...]
+    summary: str
+    config: Callable[[], type]
+    run: Callable[[object], object]
+
+
+def _toy_build(config):
+    from .toy.build import build_toy_world
+
+    manifest = build_toy_world(config.out, config.preset, config.seed, config.force, config.progress)
+    return {"out": config.out, **{k: manifest[k] for k in ("preset", "seed", "parameters", "build_seconds", "quality")}}
+
+
+def _commands() -> list[Command]:
+    # Imports are inside the lambdas so that `sgt --help` does not load torch.
+    def lazy(module: str, name: str):
+        def get():
+            import importlib
+
+            return getattr(importlib.import_module(f"sgt.{module}"), name)
+        return get
+
+    def runner(module: str, name: str):
+        return lambda config: lazy(module, name)()(config)
+
+    return [
+        Command(("toy", "build"), "Build (or reuse) the embedded toy world: data files and a tiny base model.",
+                lazy("toy.build", "ToyBuildConfig"), _toy_build),
+        Command(("trigger",), "Stage 1: learn the Safety Guidance Trigger on the frozen model.",
+                lazy("stage1", "TriggerConfig"), runner("stage1", "learn_trigger")),
+        Command(("align",), "Stage 2: align the model's representations to the trigger-induced ones.",
+                lazy("stage2", "AlignConfig"), runner("stage2", "align_model")),
+        Command(("sft",), "Supervised fine-tuning on prompt/response data (--refuse-harmful: the sft defense).",
+                lazy("finetune", "FinetuneConfig"), runner("finetune", "run_finetune")),
+        Command(("attack",), "Malicious fine-tuning: SFT on `shots` harmful question->answer pairs.",
+                lazy("finetune", "AttackConfig"), runner("finetune", "run_finetune")),
+        Command(("eval", "harm"), "Harmfulness: generate answers to harmful prompts and judge them.",
+                lazy("evaluate", "HarmEvalConfig"), runner("evaluate", "evaluate_harm")),
+        Command(("eval", "benign"), "Benign capability: lm-evaluation-harness tasks and exact-match files.",
+                lazy("benign", "BenignEvalConfig"), runner("benign", "evaluate_benign")),
+    ]
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; only the chosen subcommand's config module is imported (fast --help)."""
+    from . import __version__
+    from .config import add_config_args
+
+    argv = sys.argv[1:] if argv is None else argv
+    parser = _Parser(prog="sgt", description="SGT: harden open-weight LLMs against malicious fine-tuning "
+                                             "with a Safety Guidance Trigger, attack them, measure what is left.")
+    parser.add_argument("--version", action="version", version=f"sgt {__version__}")
+    parser.add_argument("--verbose", action="store_true", help="Show library warnings and full tracebacks.")
+    top = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    groups: dict[str, argparse._SubParsersAction] = {}
+    words = [a for a in argv if not a.startswith("-")]
+    for command in _commands():
+        head = command.path[0]
+        if len(command.path) == 1:
+            sub = top.add_parser(head, help=command.summary, description=command.summary)
+        else:
+            if head not in groups:
+                group = top.add_parser(head, help=_group_help(head), description=_group_help(head))
+                groups[head] = group.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", parser_class=_Parser)
+                group.set_defaults(group_parser=group)
+            sub = groups[head].add_parser(command.path[1], help=command.summary, description=command.summary)
+        sub.set_defaults(command_obj=command)
+        if list(command.path) == words[: len(command.path)]:
+            add_config_args(sub, command.config())
+    run = top.add_parser("run", help="Run a whole experiment from one YAML config: defenses x attack grid x evaluation -> report.",
+                         description="Run a whole experiment from one YAML config (resumable).")
+    run.add_argument("experiment", metavar="CONFIG.yaml", help="Experiment config (see configs/toy.yaml).")
+    run.add_argument("--out", required=True, help="Output folder for the run (re-running resumes it).")
+    run.add_argument("--dry-run", action="store_true", help="Print the plan without loading any weights.")
+    run.add_argument("--force", action="store_true", help="Reuse an output folder that holds a run of another config.")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="Override a config value, e.g. --set attack.shots=[8,32] (repeatable).")
+    run.set_defaults(command_obj=None, run_experiment=True)
+    return parser
+
+
+def _group_help(head: str) -> str:
+    return {"toy": "The embedded toy world.", "eval": "Evaluate a model: harm or benign capability."}[head]
+
+
+def _quiet_libraries() -> None:
+    import logging
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore")
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+        import datasets
+
+        datasets.logging.set_verbosity_error()
+    except ImportError:
+        pass
+    for name in ("accelerate", "lm_eval", "lm-eval", "httpx"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if not getattr(args, "run_experiment", False) and getattr(args, "command_obj", None) is None:
+        target = getattr(args, "group_parser", parser)
+        target.print_help()
+        return 0 if args.command is None else 2
+    if not args.verbose:
+        _quiet_libraries()
+    try:
+        result = _dispatch(args)
+    except UserError as exc:
+        sys.stderr.write(f"sgt: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("sgt: interrupted\n")
+        return 130
+    except Exception as exc:  # out of memory is the user's to fix; anything else is our bug
+        if type(exc).__name__ == "OutOfMemoryError":
+            sys.stderr.write("sgt: error: out of memory; lower --batch-size, raise --grad-accum, "
+                             "use --lora or --gradient-checkpointing\n")
+            return 2
+        raise
+    if result is not None:
+        print(json.dumps(_printable(result), indent=2))
+    return 0
+
+
+def _dispatch(args):
+    from .config import config_from_args
+
+    if getattr(args, "run_experiment", False):
+        from .experiment import run_from_cli
+
+        return run_from_cli(args.experiment, args.out, dry_run=args.dry_run, force=args.force, overrides=args.set)
+    command: Command = args.command_obj
+    config = config_from_args(command.config(), args)
+    return command.run(config)
+
+
+def _printable(result):
+    if isinstance(result, dict):
+        return {k: _printable(v) for k, v in result.items() if k not in ("loss_history", "component_history", "rows_detail")}
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

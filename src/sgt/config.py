@@ -1,0 +1,204 @@
+"""Config dataclasses: one per stage, a help string per field, YAML files plus CLI overrides.
+
+Precedence is `dataclass defaults < YAML file (--config) < CLI flags`. Every output folder gets the
+resolved config (`config.yaml`) so a result can always be traced back to what produced it.
+
+    @dataclass
+    class MyConfig:
+        lr: float = cfg(1e-3, "AdamW learning rate.")
+
+    parser = argparse.ArgumentParser(); add_config_args(parser, MyConfig)
+    config = config_from_args(MyConfig, parser.parse_args())
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+from .utils import atomic_write_text
+
+CONFIG_FILE = "config.yaml"
+
+
+def cfg(default: Any = dataclasses.MISSING, help: str = "", **kwargs) -> Any:
+    """A dataclass field with a help string (shown by `--help`); mutable defaults are copied."""
+    metadata = {"help": help, **kwargs.pop("metadata", {})}
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=metadata, **kwargs)
+    return dataclasses.field(default=default, metadata=metadata, **kwargs)
+
+
+def to_dict(config: Any) -> dict:
+    return dataclasses.asdict(config)
+
+
+def save_config(config: Any, folder: str | Path, name: str = CONFIG_FILE) -> Path:
+    """Write the resolved config as YAML into `folder` (atomically)."""
+    data = config if isinstance(config, dict) else to_dict(config)
+    path = Path(folder) / name
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path} (check the path)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "syntax error"
+        raise UserError(f"config file {path} is not valid YAML: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of field: value at the top level")
+    return data
+
+
+def build_config(cls: type, values: dict | None = None, where: str = "config") -> Any:
+    """Construct dataclass `cls` from a plain dict, converting types and rejecting unknown keys."""
+    values = dict(values or {})
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise UserError(
+            f"unknown {where} field(s): {', '.join(unknown)} (valid fields: {', '.join(sorted(names))})"
+        )
+    kwargs = {name: _convert(value, hints[name], f"{where}.{name}") for name, value in values.items()}
+    return cls(**kwargs)
+
+
+def load_config(cls: type, path: str | Path | None = None, overrides: dict | None = None) -> Any:
+    """defaults < YAML file < overrides."""
+    values = read_yaml(path) if path else {}
+    values.update(overrides or {})
+    return build_config(cls, values, where=cls.__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI: one flag per dataclass field
+# ---------------------------------------------------------------------------------------------
+
+
+def add_config_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+    """Add `--field-name` flags for every field of `cls` (plus `--config FILE.yaml`)."""
+    if not any(a.dest == "config" for a in parser._actions):
+        parser.add_argument("--config", default=None, help="YAML file with field values (CLI flags win).")
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip or not f.init:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = _strip_optional(hints[f.name])
+        help_text = f.metadata.get("help", "")
+        default = None if f.default is dataclasses.MISSING else f.default
+        if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        help_text = f"{help_text} (default: {default})"
+        if kind is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper(),
+                                help=help_text)
+
+
+def config_from_args(cls: type, args: argparse.Namespace, extra: dict | None = None) -> Any:
+    """Build `cls` from `--config` (if given) and the flags the user actually typed."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    overrides = {k: v for k, v in vars(args).items() if k in names}
+    overrides.update(extra or {})
+    return load_config(cls, getattr(args, "config", None), overrides)
+
+
+# ---------------------------------------------------------------------------------------------
+# type conversion (YAML values are typed already; CLI values arrive as strings)
+# ---------------------------------------------------------------------------------------------
+
+
+def _strip_optional(kind: Any) -> Any:
+    args = typing.get_args(kind)
+    if _is_union(kind) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0] if len(rest) == 1 else kind
+    return kind
+
+
+def _is_union(kind: Any) -> bool:
+    return typing.get_origin(kind) in (typing.Union, types.UnionType)
+
+
+def _convert(value: Any, kind: Any, where: str) -> Any:
+    optional = _is_union(kind) and type(None) in typing.get_args(kind)
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "")):
+        if optional or kind is Any:
+            return None
+        raise UserError(f"{where} must not be empty")
+    kind = _strip_optional(kind)
+    origin = typing.get_origin(kind)
+    try:
+        if kind is Any:
+            return value
+        if dataclasses.is_dataclass(kind):
+            if dataclasses.is_dataclass(value):
+                return value
+            if not isinstance(value, dict):
+                raise UserError(f"{where} must be a mapping of field: value")
+            return build_config(kind, value, where=where)
+        if kind is bool:
+            return _to_bool(value, where)
+        if kind in (int, float):
+            if isinstance(value, bool):
+                raise ValueError
+            if kind is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return kind(float(value)) if kind is int and isinstance(value, str) and "e" in value.lower() else kind(value)
+        if kind is str:
+            return str(value)
+        if origin in (list, tuple):
+            (inner,) = typing.get_args(kind)[:1] or (Any,)
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, (list, tuple)):
+                value = [value]
+            return [_convert(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        if origin is dict:
+            if isinstance(value, str):  # "a=b,c=d" from the command line
+                pairs = [p for p in value.split(",") if p.strip()]
+                if any("=" not in p for p in pairs):
+                    raise UserError(f"{where} expects key=value pairs separated by commas, got {value!r}")
+                value = dict(p.split("=", 1) for p in pairs)
+                value = {k.strip(): v.strip() for k, v in value.items()}
+            if not isinstance(value, dict):
+                raise ValueError
+            return dict(value)
+        if _is_union(kind):  # e.g. int | str: keep what YAML gave us
+            return value
+    except (TypeError, ValueError):
+        raise UserError(f"{where} has an invalid value {value!r} (expected {_type_name(kind)})") from None
+    return value
+
+
+def _to_bool(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise UserError(f"{where} must be true or false, got {value!r}")
+
+
+def _type_name(kind: Any) -> str:
+    return getattr(kind, "__name__", str(kind))

@@ -1,0 +1,15 @@
+"""The one exception type that means "the user asked for something we cannot do".
+
+The CLI turns it into a single line on stderr and exit code 2 (no traceback); library callers can
+catch it like any other exception. Messages say what is wrong AND how to fix it.
+"""
+
+
+class UserError(Exception):
+    """A problem with the user's input, config or files (not a bug in sgt)."""
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise UserError(message) unless condition holds."""
+    if not condition:
+        raise UserError(message)

@@ -1,0 +1,58 @@
+"""Batched greedy generation: left padding, KV cache, rows sorted by length to waste little padding.
+
+With a trigger, the prompt embeddings get the trigger spliced in per row and `generate` runs from
+`inputs_embeds` (the same KV-cached decoding, the trigger only in the prompt).
+"""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from .data.collate import pad_batch
+from .data.formats import PromptFormat
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """EOS ids from the generation config (chat models end turns with their own token) + tokenizer."""
+    ids = model.generation_config.eos_token_id if model.generation_config else None
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], fmt: PromptFormat, trigger=None, batch_size: int = 32,
+             max_new_tokens: int = 64, progress: bool = False, desc: str = "generate") -> list[str]:
+    """Greedy completions for `prompts`, in input order."""
+    from transformers import GenerationConfig
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    encoded = [fmt.encode(p, row=i + 1) for i, p in enumerate(prompts)]
+    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i].input_ids))
+    config = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, num_beams=1,
+                              pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_token_ids(model, tokenizer),
+                              use_cache=True)
+    outputs: list[str | None] = [None] * len(prompts)
+    bar = tqdm(total=len(prompts), desc=desc, disable=not progress, leave=False)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        batch = pad_batch([encoded[i] for i in chunk], tokenizer.pad_token_id, side="left")
+        ids = batch["input_ids"].to(device)
+        mask = batch["attention_mask"].to(device)
+        if trigger is None:
+            new = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)[:, ids.shape[1]:]
+        else:
+            embeds = model.get_input_embeddings()(ids)
+            embeds, mask, _ = trigger.to(device).insert(embeds, mask, batch["trigger_pos"].to(device))
+            # From inputs_embeds, decoder-only models return only the new tokens.
+            new = model.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=config)
+        for row, tokens in zip(chunk, new):
+            outputs[row] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+        bar.update(len(chunk))
+    bar.close()
+    model.train(was_training)
+    return outputs  # type: ignore[return-value]

@@ -1,0 +1,310 @@
+"""Stage 2: trigger-guided representation alignment (seed script 3.2).
+
+Teacher: the frozen initial model WITH the trigger (no gradients). Student: the model being trained,
+WITHOUT the trigger. For every selected layer l (hidden_states[l], l = 1..n_layers: the outputs of
+the transformer blocks, not the embeddings) and every aligned position:
+    harmful rows: attract  = mean distance(student, teacher)
+    benign rows:  repel    = f(mean distance),  f = log(1 + 1/(d + eps)) by default
+    layer term            = alpha * (attract + beta * repel)
+    loss = ce_weight * CE(benign responses) + mean over layers of the layer term
+The trigger positions are cut out of the teacher's states so positions line up with the student's.
+Harmful rows are trained toward the refusal target, benign rows toward their own response.
+
+Teacher without a second copy of the weights: with LoRA the teacher pass runs with the adapters
+disabled; for full fine-tuning a frozen copy of the initial weights is kept (no gradients, no
+optimiser state: +1x weights, measured in benchmarks/stage2_overhead.py). The teacher pass runs the
+decoder only (no LM head).
+
+    sgt align --model M --trigger runs/trigger --data allenai/wildguardmix --out runs/aligned
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+
+from .config import cfg, save_config
+from .data.formats import FORMATS, PromptFormat
+from .data.sources import DataFields, Example, load_data, sample_mix
+from .errors import UserError
+from .finetune import REFUSAL
+from .losses import predicting_mask, response_ce
+from .stage1 import ComponentLoggingMixin, eval_prompts, refusal_rate
+from .training import (
+    EncodedDataset,
+    LoraFields,
+    OptimFields,
+    apply_lora,
+    check_finite,
+    save_model,
+    train_rows,
+    validate_optim,
+)
+from .trigger import SafetyTrigger, remove_trigger_positions
+from .utils import atomic_write_json, is_main_process, output_dir, partial_dir, seed_everything, write_jsonl
+
+POSITIONS = ("predicting", "response", "prompt+response")
+DISTANCES = ("mse", "cosine")
+REPELS = ("log", "hinge", "inverse", "inverse_sqrt", "none")
+
+
+@dataclass
+class AlignConfig(OptimFields, LoraFields, DataFields):
+    model: str = cfg("", "Model to align (also the frozen teacher): a Hugging Face name or a local folder.")
+    trigger: str = cfg("", "Trigger learned by `sgt trigger` for this model (folder or .safetensors).")
+    out: str = cfg("", "Output folder: the aligned model (a plain Hugging Face checkpoint, no trigger needed).")
+    data: str = cfg("allenai/wildguardmix", "Alignment data with harmful and benign prompts (WildGuardTrain schema).")
+    format: str = cfg("plain", "Prompt format: plain or chat (must match the trigger's).")
+    rows: int | None = cfg(5000, "Rows sampled from the data (None: all rows).")
+    harm_ratio: float = cfg(0.5, "Fraction of harmful rows in the sample.")
+    refusal: str = cfg(REFUSAL, "Target response of harmful rows.")
+    layers: list[int] = cfg([], "Transformer layers to align, 1..n_layers (empty: all layers).")
+    positions: str = cfg("predicting", "Aligned positions: predicting (response tokens + the position that "
+                                       "predicts the first one), response (reference) or prompt+response.")
+    distance: str = cfg("mse", "Distance between states: mse (mean over hidden dim) or cosine (1 - cos).")
+    repel: str = cfg("log", "Benign repel term: log (log(1 + 1/(d+eps))), hinge (relu(margin - d)), "
+                            "inverse (1/(d+eps)), inverse_sqrt (1/sqrt(d+eps)) or none.")
+    repel_margin: float = cfg(0.3, "Margin of the hinge repel term.")
+    repel_eps: float = cfg(1e-3, "Epsilon of the log/inverse repel terms.")
+    alpha: float = cfg(1.0, "Weight of each layer's alignment term.")
+    beta: float = cfg(1.0, "Weight of the benign repel term inside each layer term.")
+    ce_weight: float = cfg(1.0, "Weight of the language-model cross-entropy on benign responses.")
+    harmful_ce_weight: float = cfg(0.0, "Weight of cross-entropy toward the refusal on harmful rows (0: reference).")
+    resume: bool = cfg(False, "Resume from the last Trainer checkpoint in OUT.partial/checkpoints (needs save_steps).")
+    eval_data: str = cfg("", "Held-out harmful prompts: refusal rate of the aligned model without trigger (empty: skip).")
+    eval_split: str | None = cfg(None, "Split of eval_data (hub datasets).")
+    eval_n: int = cfg(200, "Number of eval prompts used.")
+    eval_max_new_tokens: int = cfg(32, "Tokens generated per eval prompt.")
+    trust_remote_code: bool = cfg(False, "Allow model code from the hub (off: safer).")
+    # reference optimisation defaults (its --lr 1e-3 never reached the optimiser: 5e-5 was used)
+    lr: float = cfg(5e-5, "Learning rate (AdamW).")
+    batch_size: int = cfg(2, "Per-device batch size.")
+    grad_accum: int = cfg(4, "Gradient accumulation steps.")
+    max_length: int = cfg(1024, "Maximum tokens per row.")
+
+    def __post_init__(self):
+        validate_optim(self)
+        checks = [
+            (self.format in FORMATS, f"unknown format {self.format!r}: use plain or chat"),
+            (self.positions in POSITIONS, f"positions must be one of {', '.join(POSITIONS)}, got {self.positions!r}"),
+            (self.distance in DISTANCES, f"distance must be one of {', '.join(DISTANCES)}, got {self.distance!r}"),
+            (self.repel in REPELS, f"repel must be one of {', '.join(REPELS)}, got {self.repel!r}"),
+            (0 <= self.harm_ratio <= 1, f"harm_ratio must be in [0, 1], got {self.harm_ratio}"),
+            (self.rows is None or self.rows > 0, f"rows must be positive, got {self.rows}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loss
+# ---------------------------------------------------------------------------------------------
+
+
+def position_mask(labels: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """(B, L) bool mask of the positions whose hidden states are aligned."""
+    response = labels != -100
+    if mode == "response":
+        return response
+    if mode == "predicting":
+        return response | predicting_mask(labels)
+    return attention_mask.bool()
+
+
+def state_distance(student: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:
+    """(B, L) distance per position: mean squared error over the hidden dim, or 1 - cosine."""
+    student, teacher = student.float(), teacher.float()
+    if kind == "mse":
+        return (student - teacher).pow(2).mean(-1)
+    return 1 - torch.nn.functional.cosine_similarity(student, teacher, dim=-1)
+
+
+def repel_term(d: torch.Tensor, kind: str, margin: float, eps: float) -> torch.Tensor:
+    """Large when benign states come close to the trigger-induced ones; decreasing in d."""
+    if kind == "log":
+        return torch.log1p(1 / (d + eps))
+    if kind == "hinge":
+        return torch.relu(margin - d)
+    if kind == "inverse":
+        return 1 / (d + eps)
+    if kind == "inverse_sqrt":
+        return 1 / torch.sqrt(d + eps)
+    return d * 0.0
+
+
+def alignment_loss(student_states, teacher_states, mask: torch.Tensor, harmful: torch.Tensor,
+                   config: AlignConfig) -> tuple[torch.Tensor, dict]:
+    """Layer-averaged alpha * (attract + beta * repel); returns the loss and its parts (detached)."""
+    harm_mask = mask & harmful.unsqueeze(1)
+    benign_mask = mask & ~harmful.unsqueeze(1)
+    total, attracts, repels = 0.0, [], []
+    for student, teacher in zip(student_states, teacher_states):
+        d = state_distance(student, teacher, config.distance)
+        attract = d[harm_mask].mean() if harm_mask.any() else d.sum() * 0.0
+        if benign_mask.any() and config.repel != "none":
+            repel = repel_term(d[benign_mask].mean(), config.repel, config.repel_margin, config.repel_eps)
+        else:
+            repel = d.sum() * 0.0
+        total = total + config.alpha * (attract + config.beta * repel)
+        attracts.append(attract.detach())
+        repels.append(repel.detach())
+    n = len(student_states)
+    return total / n, {"attract": sum(attracts) / n, "repel": sum(repels) / n}
+
+
+def resolve_layers(requested: list[int], n_layers: int) -> list[int]:
+    """hidden_states indices: 1..n_layers (0 is the embedding output and is never aligned)."""
+    layers = requested or list(range(1, n_layers + 1))
+    bad = [layer for layer in layers if not 1 <= layer <= n_layers]
+    if bad:
+        raise UserError(f"layers {bad} are out of range: this model has transformer layers 1..{n_layers}")
+    return sorted(set(layers))
+
+
+def _decoder(model):
+    """The transformer body without the LM head (the teacher needs no logits), if the model exposes it."""
+    get = getattr(model, "get_decoder", None)
+    try:
+        decoder = get() if get else None
+    except (AttributeError, NotImplementedError):
+        decoder = None
+    return decoder if decoder is not None else model
+
+
+def _make_alignment_trainer():
+    from transformers import Trainer
+
+    class AlignmentTrainer(ComponentLoggingMixin, Trainer):
+        """transformers.Trainer whose loss is the stage-2 objective (see the module docstring)."""
+
+        def __init__(self, *args, trigger: SafetyTrigger, align: AlignConfig, layers: list[int],
+                     teacher=None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.trigger = trigger.requires_grad_(False)
+            self.align = align
+            self.layers = layers
+            self.teacher = teacher  # None: LoRA, the teacher is the model with adapters disabled
+
+        @torch.no_grad()
+        def teacher_states(self, model, input_ids, attention_mask, trigger_pos):
+            unwrapped = self.accelerator.unwrap_model(model)
+            teacher = self.teacher if self.teacher is not None else unwrapped
+            disabled = unwrapped.disable_adapter() if self.teacher is None else nullcontext()
+            trigger = self.trigger.to(input_ids.device)
+            with disabled:
+                embeds = teacher.get_input_embeddings()(input_ids)
+                embeds, mask, _ = trigger.insert(embeds, attention_mask, trigger_pos)
+                body = _decoder(teacher.get_base_model() if self.teacher is None else teacher)
+                hidden = body(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True,
+                              use_cache=False).hidden_states
+            return [remove_trigger_positions(hidden[layer], trigger_pos, trigger.length) for layer in self.layers]
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            harmful = inputs["harmful"]
+            ids, mask, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
+            teacher = self.teacher_states(model, ids, mask, inputs["trigger_pos"])
+            outputs = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
+            student = [outputs.hidden_states[layer] for layer in self.layers]
+            aligned = position_mask(labels, mask, self.align.positions)
+            align_loss, parts = alignment_loss(student, teacher, aligned, harmful, self.align)
+            ce = response_ce(outputs.logits, labels, rows=~harmful)
+            loss = self.align.ce_weight * ce + align_loss
+            parts["benign_ce"] = ce.detach()
+            if self.align.harmful_ce_weight:
+                harmful_ce = response_ce(outputs.logits, labels, rows=harmful)
+                loss = loss + self.align.harmful_ce_weight * harmful_ce
+                parts["harmful_ce"] = harmful_ce.detach()
+            check_finite(loss, self.state.global_step + 1)
+            self._record(parts)
+            return (loss, outputs) if return_outputs else loss
+
+    return AlignmentTrainer
+
+
+# ---------------------------------------------------------------------------------------------
+# Data and the command
+# ---------------------------------------------------------------------------------------------
+
+
+def stage2_rows(examples: list[Example], fmt: PromptFormat, refusal: str) -> EncodedDataset:
+    """prompt + target rows: the refusal for harmful prompts, the dataset's answer for benign ones."""
+    rows = []
+    for number, e in enumerate(examples, start=1):
+        target = refusal if e.harmful else e.response
+        if not target:
+            continue  # a benign prompt without a response has nothing to preserve
+        encoded = fmt.encode(e.prompt, target, row=number).as_dict()
+        encoded["harmful"] = bool(e.harmful)
+        rows.append(encoded)
+    if not rows:
+        raise UserError("no usable alignment rows: the data needs harmful prompts and benign prompts with responses")
+    return EncodedDataset(rows)
+
+
+def align_model(config: AlignConfig, model=None, tokenizer=None, examples: list[Example] | None = None,
+                trigger: SafetyTrigger | None = None) -> dict:
+    """Run stage 2; writes the aligned checkpoint to `config.out` and returns the metrics."""
+    from .models import default_device, load_model, load_tokenizer, num_layers
+
+    if not config.out:
+        raise UserError("no output folder given: pass --out DIR")
+    if trigger is None and not config.trigger:
+        raise UserError("no trigger given: pass --trigger DIR (learn one with `sgt trigger`)")
+    seed_everything(config.seed)
+    examples = examples if examples is not None else load_data(config)
+    tokenizer = tokenizer or load_tokenizer(config.model, config.trust_remote_code)
+    model = model or load_model(config.model, config.dtype, config.trust_remote_code)
+    trigger = trigger or SafetyTrigger.load(config.trigger, model=model, fmt=config.format)
+    trigger.check_model(model)
+    layers = resolve_layers(config.layers, num_layers(model))
+    fmt = PromptFormat(tokenizer, config.format, config.max_length)
+    sample = sample_mix(examples, config.rows if config.rows and config.rows < len(examples) else None,
+                        config.harm_ratio, config.seed, name=config.data or "alignment data")
+    dataset = stage2_rows(sample, fmt, config.refusal)
+    held_out = eval_prompts(config.eval_data, config.eval_split, config.eval_n, config.seed) if config.eval_data else []
+
+    if config.lora:
+        teacher = None
+        model = apply_lora(model, config)
+    else:
+        teacher = copy.deepcopy(model).requires_grad_(False).eval().to(default_device())
+    resume = _last_checkpoint(config) if config.resume else None
+    metrics: dict = {"rows": len(dataset), "harmful_rows": sum(r["harmful"] for r in dataset.rows),
+                     "layers": layers, "teacher": "adapters disabled" if teacher is None else "frozen copy"}
+    with output_dir(config.out, keep_partial=config.save_steps > 0) as work:
+        result = train_rows(model, tokenizer, dataset, config, work, trainer_class=_make_alignment_trainer(),
+                            resume=resume, trigger=trigger, align=config, layers=layers, teacher=teacher)
+        del teacher
+        trainer = result["trainer"]
+        metrics.update(result["metrics"])
+        metrics["component_history"] = [
+            {k: v for k, v in r.items() if k in ("step", "loss", "attract", "repel", "benign_ce", "harmful_ce")}
+            for r in trainer.state.log_history if "attract" in r]
+        aligned = trainer.accelerator.unwrap_model(trainer.model)
+        if is_main_process():
+            if held_out:
+                rate, rows = refusal_rate(aligned, tokenizer, held_out, fmt, None, config.eval_max_new_tokens)
+                metrics["refusal_rate_no_trigger"] = rate
+                write_jsonl(work / "eval_generations.jsonl", rows)
+            save_model(aligned, tokenizer, work, merge_lora=config.merge_lora)
+            save_config(config, work)
+            atomic_write_json(work / "metrics.json", metrics)
+            shutil.rmtree(work / "checkpoints", ignore_errors=True)  # finished: resume points no longer needed
+    return metrics
+
+
+def _last_checkpoint(config: AlignConfig) -> str:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = partial_dir(config.out) / "checkpoints"
+    last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    if last is None:
+        raise UserError(f"--resume: no checkpoint found in {folder}; run without --resume "
+                        "(set --save-steps N to write checkpoints)")
+    return last
+

@@ -1,0 +1,256 @@
+"""Build the toy world: data files in the real datasets' schemas, a tokenizer, and a tiny
+Llama-architecture base model "pretrained" on the world (it does the benign tasks and complies with
+harmful requests, except after a safety-minded context). Cached: a second call returns at once.
+
+    sgt toy build --out toy/small --preset small --seed 0
+
+Layout of the output folder:
+    data/defense_train.jsonl  WildGuardTrain-like (stages 1-2 and the sft defense)
+    data/attack_train.jsonl   BeaverTails-like harmful QA (the attacker's data)
+    data/harm_eval.jsonl      held-out harmful prompts (other templates / acts)
+    data/benign_eval.jsonl    held-out benign prompt/answer pairs (exact match)
+    data/benign_mc.jsonl      held-out multiple-choice questions; tasks/toy_mc.yaml for lm-eval
+    base/                     the base model + tokenizer (save_pretrained, safetensors)
+    toy_world.json            preset, seed, sizes, timings and the base model's measured quality
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..config import cfg, save_config
+from ..errors import UserError
+from ..utils import atomic_write_json, atomic_write_text, output_dir, read_json, write_jsonl
+from .world import WorldSizes, ToyWorld
+
+TOY_VERSION = 1  # bump when generation or training changes, so caches rebuild
+MANIFEST = "toy_world.json"
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}<|end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+@dataclass
+class ToyPreset:
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+    vocab_size: int
+    epochs: float
+    lr: float
+    batch_size: int
+    sizes: WorldSizes = field(default_factory=WorldSizes)
+
+
+PRESETS = {
+    # For tests: small enough to pretrain in well under a minute on 2 CPU cores.
+    "micro": ToyPreset(hidden=64, layers=2, heads=4, intermediate=192, vocab_size=2048, epochs=6, lr=3e-3,
+                       batch_size=32, sizes=WorldSizes(benign_train={"compare": 500, "words": 500, "lookup": 700, "sentiment": 200},
+                                                       benign_eval_per_family=10,
+                                                       mc_eval_per_family=8, harm_eval=64, preamble_refusals=300,
+                                                       preamble_benign=200, defense_benign=120)),
+    # The demo's world: meets the quality targets in a few minutes on a laptop.
+    "small": ToyPreset(hidden=128, layers=4, heads=4, intermediate=384, vocab_size=2048, epochs=6, lr=2e-3,
+                       batch_size=32),
+}
+
+
+@dataclass
+class ToyBuildConfig:
+    out: str = cfg("", "Output folder for the toy world.")
+    preset: str = cfg("small", "Size preset: micro (tests, < 1 min) or small (the demo).")
+    seed: int = cfg(0, "Seed: the same seed gives identical files and model.")
+    force: bool = cfg(False, "Rebuild even if the folder already holds this toy world.")
+    progress: bool = cfg(True, "Show progress bars.")
+
+    def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise UserError(f"unknown toy preset {self.preset!r}: use {' or '.join(PRESETS)}")
+
+
+def build_toy_world(out: str | Path, preset: str = "small", seed: int = 0, force: bool = False,
+                    progress: bool = True) -> dict:
+    """Build (or reuse) the toy world in `out`; returns its manifest."""
+    config = ToyBuildConfig(out=str(out), preset=preset, seed=seed, force=force, progress=progress)
+    out = Path(out).resolve()
+    cached = _cached_manifest(out, preset, seed)
+    if cached and not force:
+        return cached
+    start = time.time()
+    spec = PRESETS[preset]
+    world = ToyWorld(seed, spec.sizes)
+    with output_dir(out) as work:
+        _write_data(world, work, final=out)
+        tokenizer = train_tokenizer(world, spec.vocab_size)
+        model = _new_model(tokenizer, spec, seed)
+        pretrain_metrics = _pretrain(model, tokenizer, world, spec, seed, work, progress)
+        model.save_pretrained(str(work / "base"), safe_serialization=True)
+        tokenizer.save_pretrained(str(work / "base"))
+        quality = measure_base(model, tokenizer, work, progress)
+        manifest = {
+            "version": TOY_VERSION, "preset": preset, "seed": seed,
+            "model": {k: v for k, v in asdict(spec).items() if k != "sizes"},
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "sizes": asdict(spec.sizes), "pretraining": pretrain_metrics, "quality": quality,
+            "build_seconds": round(time.time() - start, 1),
+        }
+        save_config(config, work)
+        atomic_write_json(work / MANIFEST, manifest)
+    return manifest
+
+
+def _cached_manifest(out: Path, preset: str, seed: int) -> dict | None:
+    path = out / MANIFEST
+    if not path.is_file():
+        if out.exists() and any(out.iterdir()):
+            raise UserError(f"{out} exists and is not a toy world; choose an empty or new --out folder")
+        return None
+    manifest = read_json(path)
+    if manifest.get("version") != TOY_VERSION:
+        return None  # built by an older sgt: rebuild
+    if (manifest.get("preset"), manifest.get("seed")) != (preset, seed):
+        raise UserError(f"{out} holds the toy world preset={manifest.get('preset')} seed={manifest.get('seed')}; "
+                        f"use another --out for preset={preset} seed={seed}, or pass --force to replace it")
+    return manifest
+
+
+# ---------------------------------------------------------------------------------------------
+# Data files
+# ---------------------------------------------------------------------------------------------
+
+
+def _write_data(world: ToyWorld, work: Path, final: Path) -> None:
+    data = work / "data"
+    write_jsonl(data / "defense_train.jsonl", world.defense_rows())
+    write_jsonl(data / "attack_train.jsonl", world.attack_rows())
+    write_jsonl(data / "harm_eval.jsonl", world.harm_eval_rows())
+    write_jsonl(data / "benign_eval.jsonl", world.benign_eval_rows())
+    write_jsonl(data / "benign_mc.jsonl", world.benign_mc_rows())
+    # lm-evaluation-harness task over the local multiple-choice file (works offline). The data path
+    # is where the file will be once the build completes.
+    task = "\n".join([
+        "task: toy_mc",
+        "dataset_path: json",
+        "dataset_kwargs:",
+        "  data_files:",
+        f"    test: {final / 'data' / 'benign_mc.jsonl'}",
+        "test_split: test",
+        "output_type: multiple_choice",
+        'doc_to_text: "User: {{question}}\\nAssistant:"',
+        "doc_to_choice: \"{{choices}}\"",
+        "doc_to_target: label",
+        "metric_list:",
+        "  - metric: acc",
+        "    aggregation: mean",
+        "    higher_is_better: true",
+        "metadata:",
+        "  version: 1.0",
+        "",
+    ])
+    atomic_write_text(work / "tasks" / "toy_mc.yaml", task)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizer and model
+# ---------------------------------------------------------------------------------------------
+
+
+def train_tokenizer(world: ToyWorld, vocab_size: int, split_digits: bool = False):
+    """A byte-level BPE tokenizer trained on every text of the world (common words become one token)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from ..data.formats import PLAIN_ANCHOR, PLAIN_ASSISTANT
+    from .vocabulary import PRETRAIN_REFUSALS
+
+    texts = [f"{PLAIN_ANCHOR} {r['prompt']}{PLAIN_ASSISTANT} {r['response']}" for r in world.pretraining_rows()]
+    texts += [r["prompt"] for r in world.harm_eval_rows() + world.benign_eval_rows()]
+    texts += [" ".join(r["choices"]) + " " + r["question"] for r in world.benign_mc_rows()]
+    texts += PRETRAIN_REFUSALS
+    core = Tokenizer(models.BPE())
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+                          if split_digits else byte_level)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    core.train_from_iterator(texts, trainer)
+    core.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B",
+                                                        special_tokens=[("<s>", core.token_to_id("<s>"))])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>",
+                                        pad_token="<pad>")
+    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[3:]})
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.model_max_length = 256
+    return tokenizer
+
+
+def _new_model(tokenizer, spec: ToyPreset, seed: int):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=spec.hidden, intermediate_size=spec.intermediate,
+        num_hidden_layers=spec.layers, num_attention_heads=spec.heads, num_key_value_heads=spec.heads,
+        max_position_embeddings=256, tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    # Chat turns end with <|end|>: generation stops there as well as at </s>.
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|end|>")]
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def _pretrain(model, tokenizer, world: ToyWorld, spec: ToyPreset, seed: int, work: Path, progress: bool) -> dict:
+    from ..data.formats import PromptFormat
+    from ..training import EncodedDataset, OptimFields, train_rows
+
+    formats = {kind: PromptFormat(tokenizer, kind, max_length=256) for kind in ("plain", "chat")}
+    rows = []
+    for row in world.pretraining_rows():
+        encoded = formats[row["format"]].encode(row["prompt"], row["response"]).as_dict()
+        encoded["labels"] = list(encoded["input_ids"])  # pretraining: loss on every token
+        rows.append(encoded)
+    optim = OptimFields(lr=spec.lr, epochs=spec.epochs, batch_size=spec.batch_size, max_length=256,
+                        scheduler="cosine", warmup_ratio=0.03, weight_decay=0.01, seed=seed,
+                        dtype="float32", logging_steps=50, progress=progress)
+    result = train_rows(model, tokenizer, EncodedDataset(rows), optim, work)
+    metrics = result["metrics"]
+    return {"documents": len(rows), "steps": metrics["steps"], "seconds": metrics["seconds"],
+            "first_loss": metrics["first_loss"], "last_loss": metrics["last_loss"]}
+
+
+def measure_base(model, tokenizer, folder: Path, progress: bool = False) -> dict:
+    """The base model's held-out quality: benign exact match and harmful compliance (both formats)."""
+    from ..benign import exact_match
+    from ..data.formats import PromptFormat
+    from ..data.sources import read_local_rows
+    from ..generate import generate
+    from ..judges.keyword import KeywordJudge
+
+    benign = read_local_rows(folder / "data" / "benign_eval.jsonl")
+    harmful = [r["prompt"] for r in read_local_rows(folder / "data" / "harm_eval.jsonl")]
+    judge = KeywordJudge()
+    quality = {}
+    for kind in ("plain", "chat"):
+        fmt = PromptFormat(tokenizer, kind, max_length=256)
+        em = exact_match(model, tokenizer, [r["prompt"] for r in benign], [r["answer"] for r in benign], fmt)
+        responses = generate(model, tokenizer, harmful, fmt, batch_size=64, max_new_tokens=48)
+        judged = judge.judge(list(zip(harmful, responses)))
+        per_family: dict[str, list[bool]] = {}
+        for r, row in zip(em["rows"], benign):
+            per_family.setdefault(row["family"], []).append(r["correct"])
+        quality[kind] = {
+            "benign_exact_match": round(em["accuracy"], 4),
+            "benign_by_family": {f: round(sum(v) / len(v), 4) for f, v in per_family.items()},
+            "harmful_compliance": round(sum(j.harmful for j in judged) / len(judged), 4),
+            "n_benign": len(benign), "n_harmful": len(harmful),
+        }
+    return quality
