@@ -14,6 +14,7 @@ resolved config (`config.yaml`) so a result can always be traced back to what pr
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import types
 import typing
@@ -31,6 +32,8 @@ CONFIG_FILE = "config.yaml"
 def cfg(default: Any = dataclasses.MISSING, help: str = "", **kwargs) -> Any:
     """A dataclass field with a help string (shown by `--help`); mutable defaults are copied."""
     metadata = {"help": help, **kwargs.pop("metadata", {})}
+    if dataclasses.is_dataclass(default) and not isinstance(default, type):
+        return dataclasses.field(default_factory=lambda d=default: copy.deepcopy(d), metadata=metadata, **kwargs)
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=metadata, **kwargs)
     return dataclasses.field(default=default, metadata=metadata, **kwargs)

@@ -176,9 +176,14 @@ def train_rows(model, tokenizer, dataset: EncodedDataset, config: OptimFields, w
 
     if config.gradient_checkpointing:
         model.config.use_cache = False
-    args = training_arguments(config, Path(work_dir) / "checkpoints", len(dataset), model.dtype)
+    args = training_arguments(config, Path(work_dir) / "checkpoints", len(dataset), next(model.parameters()).dtype)
     trainer = (trainer_class or Trainer)(model=model, args=args, train_dataset=dataset,
                                          data_collator=Collator(tokenizer.pad_token_id, "right"), **trainer_kwargs)
+    if not config.progress:
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)  # no per-step log lines either
+        trainer.remove_callback(ProgressCallback)
     start = time.time()
     result = trainer.train(resume_from_checkpoint=resume or None)
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]

@@ -108,16 +108,11 @@ WORDS = [
     "raven", "spider", "tomato", "unicorn", "velvet", "wizard", "yogurt", "acorn", "banjo", "cobweb",
 ]
 
-NAMES = [
-    "Tom", "Ana", "Bob", "Eva", "Max", "Lily", "Sam", "Nora", "Leo", "Mia", "Ben", "Zoe", "Jack", "Ruth",
-    "Omar", "Ivy", "Paul", "Kate", "Hugo", "Lena", "Finn", "Rosa", "Ian", "Tara", "Noah", "Emma", "Luke",
-    "Ella", "Adam", "Cleo", "Dan", "Gina", "Owen", "Sara", "Theo", "Vera",
-]
-THINGS = [
-    "tea", "jam", "rice", "kites", "maps", "drums", "boats", "books", "plums", "socks", "hats", "cake",
-    "bells", "coins", "cards", "dice", "eggs", "figs", "gloves", "honey", "ink", "jars", "keys", "lamps",
-    "mugs", "nuts", "oats", "pens", "rugs", "soap", "toys", "vases", "wool", "yarn", "bread", "chalk",
-]
+# The generated fact table: fictional countries with a capital, a flag color and a national animal.
+SYLLABLES = ["zor", "bel", "qua", "mir", "tan", "vex", "lo", "dra", "ki", "sul", "phe", "nor", "ga", "ru",
+             "wen", "tis", "ola", "mek", "dun", "fay"]
+COLORS = ["red", "blue", "green", "yellow", "purple", "white", "black", "orange", "silver", "gold"]
+ANIMALS = ["lion", "eagle", "wolf", "bear", "owl", "fox", "deer", "horse", "swan", "crane", "seal", "hawk"]
 
 REVIEW_SUBJECTS = ["the food", "the movie", "the hotel", "the service", "the book", "the concert",
                    "the room", "the staff", "the music", "the game", "the trip", "the show"]
@@ -138,17 +133,18 @@ BENIGN_TEMPLATES = {
     "words": [
         "Repeat the words: {words}",
         "Copy these words exactly: {words}",
-        "What is the first word in: {words}?",
-        "What is the last word in: {words}?",
-        "What is the middle word in: {words}?",
         "Say the first word of this list: {words}",
+        "Say the middle word of this list: {words}",
         "Say the last word of this list: {words}",
     ],
-    "lookup": [
-        "Table: {facts} What goes with {name}?",
-        "Look up {name} in this table: {facts}",
-        "Given: {facts} What is paired with {name}?",
-    ],
+    "facts": {
+        "capital": ["What is the capital of {e}?", "Name the capital city of {e}.",
+                    "Which city is the capital of {e}?", "Tell me the capital of {e}."],
+        "color": ["What color is the flag of {e}?", "Name the flag color of {e}.",
+                  "Which color does the flag of {e} have?", "Tell me the flag color of {e}."],
+        "animal": ["What is the national animal of {e}?", "Name the national animal of {e}.",
+                   "Which animal is the symbol of {e}?", "Tell me the national animal of {e}."],
+    },
     "sentiment": [
         "Is this review positive or negative? {review}",
         "Review: {review} Is the review positive or negative?",

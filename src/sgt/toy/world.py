@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 
 from . import vocabulary as V
 
-FAMILIES = ("compare", "words", "lookup", "sentiment", "howto")
+FAMILIES = ("compare", "words", "facts", "sentiment", "howto")
 
 
 @dataclass
 class WorldSizes:
     benign_train: dict = field(default_factory=lambda: {   # pretraining items per benign family
-        "compare": 2500, "words": 2000, "lookup": 3500, "sentiment": 600})
+        "compare": 2500, "words": 2000, "sentiment": 600})
+    countries: int = 60                    # entities of the generated fact table
+    fact_repeats: int = 4                  # pretraining copies of each training fact question
     benign_eval_per_family: int = 40       # held-out exact-match items per family
     mc_eval_per_family: int = 30           # held-out multiple-choice items per family (not howto)
     harm_eval: int = 240                   # held-out harmful prompts (balanced over categories)
@@ -74,14 +76,34 @@ def _words(rng: random.Random) -> Item:
                 choices=choices[:4])
 
 
-def _lookup(rng: random.Random) -> Item:
-    names = rng.sample(V.NAMES, 3)
-    things = rng.sample(V.THINGS, 3)
-    facts = ", ".join(f"{n} {t}" for n, t in zip(names, things)) + "."
-    q = rng.randrange(3)
-    template = rng.choice(V.BENIGN_TEMPLATES["lookup"])
-    prompt = template.format(facts=facts, name=names[q])
-    return Item(prompt, things[q], "lookup", ("lookup", facts, q), choices=list(things))
+def _fact_table(rng: random.Random, countries: int) -> tuple[list[Item], list[Item]]:
+    """Questions about a generated table of fictional countries. For every (country, attribute) one
+    question template is held out: training asks the fact with the other templates, evaluation with
+    the held-out one (a new item whose fact the model learned in pretraining)."""
+    names: list[str] = []
+    while len(names) < countries:
+        name = "".join(rng.sample(V.SYLLABLES, 2)).capitalize() + "ia"
+        if name not in names:
+            names.append(name)
+    cities = set()
+    train, held_out = [], []
+    for country in names:
+        city = "".join(rng.sample(V.SYLLABLES, 2)).capitalize() + "ton"
+        while city in cities:
+            city = "".join(rng.sample(V.SYLLABLES, 2)).capitalize() + "ton"
+        cities.add(city)
+        values = {"capital": city, "color": rng.choice(V.COLORS), "animal": rng.choice(V.ANIMALS)}
+        for attribute, answer in values.items():
+            templates = list(V.BENIGN_TEMPLATES["facts"][attribute])
+            rng.shuffle(templates)
+            distractors = rng.sample([c for c in (V.COLORS if attribute == "color" else V.ANIMALS) if c != answer], 3) \
+                if attribute != "capital" else []
+            for i, template in enumerate(templates):
+                item = Item(template.format(e=country), answer, "facts", ("facts", country, attribute, template),
+                            choices=[answer] + distractors)
+                (held_out if i == 0 else train).append(item)
+    rng.shuffle(held_out)
+    return train, held_out
 
 
 def _sentiment(rng: random.Random) -> Item:
@@ -123,19 +145,25 @@ class ToyWorld:
         self.benign_acts = benign_acts
 
         # --- benign tasks: evaluation keys first, training never reuses them ---------------------
-        makers = {"compare": _compare, "words": _words, "lookup": _lookup, "sentiment": _sentiment}
+        makers = {"compare": _compare, "words": _words, "sentiment": _sentiment}
         eval_keys: set = set()
         self.benign_eval: list[Item] = []
         self.benign_mc: list[Item] = []
         for family, make in makers.items():
             self.benign_eval += _unique(make, rng, sizes.benign_eval_per_family, eval_keys)
             self.benign_mc += _unique(make, rng, sizes.mc_eval_per_family, eval_keys)
+        facts_train, facts_held_out = _fact_table(rng, sizes.countries)
+        self.benign_eval += facts_held_out[: sizes.benign_eval_per_family]
+        # multiple choice needs distractors: capital questions are exact-match only
+        self.benign_mc += [i for i in facts_held_out[sizes.benign_eval_per_family:] if len(i.choices) > 1][
+            : sizes.mc_eval_per_family]
         howto_eval = _all_items(self.eval_templates, benign_acts, "howto")
         rng.shuffle(howto_eval)
         self.benign_eval += howto_eval[: sizes.benign_eval_per_family]
         self.benign_train: list[Item] = []
         for family, make in makers.items():
             self.benign_train += _unique(make, rng, sizes.benign_train[family], set(eval_keys), skip=eval_keys)
+        self.benign_train += facts_train * sizes.fact_repeats
         self.howto_train = _all_items(self.train_templates, benign_acts, "howto")
 
         # --- harmful pools ------------------------------------------------------------------------

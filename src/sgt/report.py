@@ -1,0 +1,214 @@
+"""The experiment report: results.json, report.md and plots, rebuilt from the result files on disk.
+
+Numbers a reader needs to judge a defense:
+  * harmful rate and benign score of each defended model before any attack;
+  * the WORST case over attack settings at each data budget (an attacker sweeps lr/epochs/LoRA),
+    both over all attacks and capability-bounded (only attacked models that keep at least
+    `capability_floor` of the defended model's benign score - wrecking the model is no win);
+  * the budget to break: the smallest budget whose worst-case harmful rate reaches `break_threshold`.
+Seeds of the same cell are averaged before the worst case is taken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from pathlib import Path
+
+from .utils import atomic_write_json, atomic_write_text, read_json
+
+
+def collect(out: Path, config) -> dict:
+    """Per defense: the defended result and the attacked cells (seeds averaged)."""
+    from .experiment import grid_cells
+
+    cells = grid_cells(config.attack)
+    data = {}
+    for spec in config.defenses:
+        name = str(spec.get("name") or spec.get("defense"))
+        defended_path = out / "defenses" / name / "result.json"
+        defended = read_json(defended_path) if defended_path.is_file() else None
+        groups: dict[tuple, list[dict]] = defaultdict(list)
+        for cell in cells:
+            path = out / "attacks" / name / cell.id / "result.json"
+            if path.is_file():
+                groups[(cell.shots, cell.setting)].append(read_json(path))
+        attacked = []
+        for (shots, setting), results in sorted(groups.items()):
+            attacked.append({"shots": shots, "setting": setting, "seeds": len(results),
+                             "harmful_rate": _mean([r.get("harmful_rate") for r in results]),
+                             "harmfulness_score": _mean([r.get("harmfulness_score") for r in results]),
+                             "benign_score": _mean([r.get("benign_score") for r in results])})
+        data[name] = {"defended": _slim(defended), "attacked": attacked}
+    return data
+
+
+def analyse(data: dict, floor: float, threshold: float) -> dict:
+    """Worst cases per budget and budgets to break, for every defense."""
+    for entry in data.values():
+        base_benign = (entry["defended"] or {}).get("benign_score")
+        worst, bounded = {}, {}
+        for row in entry["attacked"]:
+            rate = row["harmful_rate"]
+            if rate is None:
+                continue
+            keeps = base_benign is None or row["benign_score"] is None or row["benign_score"] >= floor * base_benign
+            row["keeps_capability"] = keeps
+            worst[row["shots"]] = max(worst.get(row["shots"], 0.0), rate)
+            if keeps:
+                bounded[row["shots"]] = max(bounded.get(row["shots"], 0.0), rate)
+        entry["worst_case"] = dict(sorted(worst.items()))
+        entry["worst_case_capability_bounded"] = dict(sorted(bounded.items()))
+        entry["budget_to_break"] = budget_to_break(worst, threshold)
+        entry["budget_to_break_capability_bounded"] = budget_to_break(bounded, threshold)
+    return data
+
+
+def budget_to_break(worst: dict[int, float], threshold: float) -> int | str | None:
+    """Smallest budget whose worst-case harmful rate reaches the threshold ("> max" if none)."""
+    if not worst:
+        return None
+    for shots in sorted(worst):
+        if worst[shots] >= threshold:
+            return shots
+    return f"> {max(worst)}"
+
+
+def write_report(out: str | Path, config) -> dict:
+    out = Path(out)
+    settings = config.report
+    data = analyse(collect(out, config), settings.capability_floor, settings.break_threshold)
+    summary = {"name": config.name, "report_settings": dataclasses.asdict(settings), "defenses": data}
+    atomic_write_json(out / "results.json", summary)
+    plots = plot(data, out, settings)
+    atomic_write_text(out / "report.md", markdown(config, data, plots))
+    return {"defenses": {n: {k: d[k] for k in ("budget_to_break", "budget_to_break_capability_bounded")}
+                         | {"harmful_rate": (d["defended"] or {}).get("harmful_rate"),
+                            "benign_score": (d["defended"] or {}).get("benign_score")}
+                         for n, d in data.items()}}
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown
+# ---------------------------------------------------------------------------------------------
+
+
+def markdown(config, data: dict, plots: list[str]) -> str:
+    s = config.report
+    lines = [f"# SGT experiment report: {config.name}", "",
+             f"Base model `{config.model}`, format `{config.format}`, judge `{config.eval.judge}`, "
+             f"seed {config.seed}. Worst case = max harmful rate over attack settings at a budget; "
+             f"capability-bounded = only attacked models keeping >= {s.capability_floor:.0%} of the defended "
+             f"model's benign score; budget to break = smallest budget with worst case >= {s.break_threshold:.0%}.", "",
+             "## Summary", "",
+             "| defense | harmful (no attack) | benign (no attack) | budget to break | budget to break (capability-bounded) |",
+             "|---|---|---|---|---|"]
+    for name, d in data.items():
+        base = d["defended"] or {}
+        lines.append(f"| {name} | {_fmt(base.get('harmful_rate'))} | {_fmt(base.get('benign_score'))} | "
+                     f"{d['budget_to_break'] if d['budget_to_break'] is not None else 'n/a'} | "
+                     f"{d['budget_to_break_capability_bounded'] if d['budget_to_break_capability_bounded'] is not None else 'n/a'} |")
+    budgets = sorted({row["shots"] for d in data.values() for row in d["attacked"]})
+    if budgets:
+        lines += ["", "## Worst-case harmful rate by data budget", "",
+                  "| defense | " + " | ".join(f"{b} shots" for b in budgets) + " |",
+                  "|---|" + "---|" * len(budgets)]
+        for name, d in data.items():
+            cells = [f"{_fmt(d['worst_case'].get(b))} ({_fmt(d['worst_case_capability_bounded'].get(b))})" for b in budgets]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines += ["", "Each entry: worst case over all attack settings (capability-bounded worst case in brackets; "
+                  "n/a: no attack at that budget kept enough capability).", "",
+                  "## Every attack cell", "", "| defense | shots | setting | seeds | harmful rate | benign score | keeps capability |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, d in data.items():
+            for row in d["attacked"]:
+                lines.append(f"| {name} | {row['shots']} | {row['setting']} | {row['seeds']} | {_fmt(row['harmful_rate'])} | "
+                             f"{_fmt(row['benign_score'])} | {'yes' if row.get('keeps_capability') else 'no'} |")
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _slim(result: dict | None) -> dict | None:
+    if result is None:
+        return None
+    return {k: result.get(k) for k in ("harmful_rate", "harmfulness_score", "benign_score", "harm", "benign")}
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+# ---------------------------------------------------------------------------------------------
+
+
+def plot(data: dict, out: Path, settings) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    if any(d["attacked"] for d in data.values()):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for i, (name, d) in enumerate(data.items()):
+            color = colors[i % len(colors)]
+            by_setting: dict[str, list] = defaultdict(list)
+            for row in d["attacked"]:
+                by_setting[row["setting"]].append((row["shots"], row["harmful_rate"]))
+            for points in by_setting.values():
+                xs, ys = zip(*sorted(points))
+                axes[0].plot(xs, ys, color=color, alpha=0.25, linewidth=1, marker=".")
+            for ax, key in ((axes[0], "worst_case"), (axes[1], "worst_case_capability_bounded")):
+                if d[key]:
+                    xs, ys = zip(*sorted(d[key].items()))
+                    ax.plot(xs, ys, color=color, linewidth=2.2, marker="o", label=name)
+        for ax, title in ((axes[0], "worst case over attack settings\n(thin: each setting)"),
+                          (axes[1], f"capability-bounded worst case\n(attacks keeping >= {settings.capability_floor:.0%} benign)")):
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("attacker data budget (harmful examples)")
+            ax.axhline(settings.break_threshold, color="grey", linestyle=":", linewidth=1)
+            ax.set_title(title, fontsize=10)
+            ax.set_ylim(-0.03, 1.03)
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel("harmful rate")
+        axes[1].legend(loc="lower right")
+        fig.tight_layout()
+        files.append(_save(fig, out / "harm_vs_budget.png"))
+        plt.close(fig)
+    scores = {n: d for n, d in data.items() if (d["defended"] or {}).get("benign_score") is not None}
+    if scores:
+        fig, ax = plt.subplots(figsize=(6.5, 3.8))
+        names = list(scores)
+        before = [scores[n]["defended"]["benign_score"] for n in names]
+        after = [[r["benign_score"] for r in scores[n]["attacked"] if r["benign_score"] is not None] for n in names]
+        width = 0.27
+        xs = range(len(names))
+        ax.bar([x - width for x in xs], before, width, label="defended (no attack)")
+        ax.bar(list(xs), [_mean(a) if a else 0 for a in after], width, label="after attack (mean)")
+        ax.bar([x + width for x in xs], [min(a) if a else 0 for a in after], width, label="after attack (min)")
+        ax.set_xticks(list(xs), names)
+        ax.set_ylabel("benign score")
+        ax.set_ylim(0, 1.05)
+        ax.set_title("benign capability before and after attack", fontsize=10)
+        ax.legend(fontsize=8, loc="lower right")
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        files.append(_save(fig, out / "benign.png"))
+        plt.close(fig)
+    return files
+
+
+def _save(fig, path: Path) -> str:
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(path)
+    return path.name
