@@ -168,14 +168,14 @@ def _convert(value: Any, kind: Any, where: str) -> Any:
             return kind(float(value)) if kind is int and isinstance(value, str) and "e" in value.lower() else kind(value)
         if kind is str:
             return str(value)
-        if origin in (list, tuple):
+        if origin in (list, tuple) or kind in (list, tuple):
             (inner,) = typing.get_args(kind)[:1] or (Any,)
             if isinstance(value, str):
                 value = [v.strip() for v in value.split(",") if v.strip()]
             if not isinstance(value, (list, tuple)):
                 value = [value]
             return [_convert(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
-        if origin is dict:
+        if origin is dict or kind is dict:
             if isinstance(value, str):  # "a=b,c=d" from the command line
                 pairs = [p for p in value.split(",") if p.strip()]
                 if any("=" not in p for p in pairs):

@@ -271,15 +271,19 @@ class Experiment:
 
     # -- running -----------------------------------------------------------------------------------
 
-    def run(self) -> dict:
-        start = time.time()
+    def prepare(self) -> tuple[list, object]:
+        """Everything that can fail on user input, before any output is written or weights trained."""
         if self.toy:
             self._build_toy()
+        self._check_data()
+        return self.defenses(), self._judge()
+
+    def run(self, prepared: tuple[list, object] | None = None) -> dict:
         from .utils import seed_everything
 
+        start = time.time()
+        defenses, judge = prepared or self.prepare()
         seed_everything(self.config.seed)
-        defenses = self.defenses()  # validates every stage config before any work
-        judge = self._judge()
         total = len(defenses) * (len(self.cells) + 1)
         step = 0
         for defense in defenses:
@@ -316,6 +320,18 @@ class Experiment:
         manifest = build_toy_world(self.toy, toy_preset(self.config) or "small", self.config.toy_seed,
                                    progress=self.config.progress)
         print_line(f"[toy] ready ({manifest['parameters']:,} parameters; built in {human_seconds(manifest['build_seconds'])})")
+
+    def _check_data(self) -> None:
+        """Missing local files fail here, before hours of training, not when a later stage needs them."""
+        from .data.sources import looks_local
+
+        v = self.values
+        paths = [(f"data.{k}", d["data"]) for k, d in v["data"].items()]
+        paths.append(("eval.benign_exact_match", v["eval"]["benign_exact_match"]))
+        paths += [("eval.benign_tasks", t) for t in v["eval"]["benign_tasks"] if t.endswith((".yaml", ".yml"))]
+        for where, path in paths:
+            if path and looks_local(path) and not Path(path).exists():
+                raise UserError(f"{where}: file not found: {path} (check the path in the config)")
 
     def _defended_model(self, defense, folder: Path) -> str:
         marker = folder / "defense.json"
@@ -458,7 +474,8 @@ def run_experiment(config: ExperimentConfig, out: str | Path, force: bool = Fals
         if previous != to_dict(config):
             raise UserError(f"{out} holds a run of a different config; use another --out, or pass --force to "
                             "reuse it (finished results that the change does not affect are kept)")
+    prepared = experiment.prepare()
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out)
     print_line(experiment.describe())
-    return experiment.run()
+    return experiment.run(prepared)

@@ -47,7 +47,8 @@ class PromptFormat:
         self.kind = kind
         self.max_length = max_length
         self.anchor = PLAIN_ANCHOR if kind == "plain" else "start of the user message"
-        self._special_prefix = _special_prefix(tokenizer)
+        # Plain text gets the tokenizer's own prefix (e.g. BOS); a chat template writes its own.
+        self._special_prefix = _special_prefix(tokenizer) if kind == "plain" else []
         self._chat_prefix = self._find_chat_prefix() if kind == "chat" else None
 
     # -- public --------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ def load_examples(source: str, split: str | None = None, subset: str | None = No
     columns = dict(columns or {})
     if schema not in ("auto", *SCHEMAS):
         raise UserError(f"unknown schema {schema!r}: use one of auto, {', '.join(SCHEMAS)}")
-    if _looks_local(source):
+    if looks_local(source):
         rows = read_local_rows(source)
         name = str(source)
     else:
@@ -111,7 +111,7 @@ def detect_schema(keys) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _looks_local(source: str) -> bool:
+def looks_local(source: str) -> bool:
     path = Path(source)
     return path.exists() or path.suffix.lower() in LOCAL_SUFFIXES or source.startswith((".", "/", "~"))
 

@@ -1,0 +1,149 @@
+"""`sgt run` end to end on the micro toy world: report files, resume, interruption, dry run, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_cli
+from sgt.experiment import Experiment, load_experiment, run_experiment
+from sgt.report import analyse, budget_to_break
+
+MICRO = str(ROOT / "configs" / "micro.yaml")
+
+
+def micro_overrides(toy: Path, *extra: str) -> list[str]:
+    """The micro config, smaller: 2 attack cells, short stages, the test session's toy world."""
+    return [f"toy_dir={toy}", "attack.shots=[4,16]", "attack.lr=[1.0e-3]", "attack.epochs=[2]",
+            "defenses=[{name: none}, {name: sft, epochs: 2, max_length: 96}, "
+            "{name: sgt, trigger: {length: 2, tied: false, lr: 0.03, epochs: 1, batch_size: 16, max_length: 96}, "
+            "align: {rows: 128, lr: 5.0e-4, epochs: 1, batch_size: 8, grad_accum: 1, max_length: 96}}]",
+            "eval.n=24", "eval.max_new_tokens=16", *extra]
+
+
+def set_args(overrides: list[str]) -> list[str]:
+    args = []
+    for item in overrides:
+        args += ["--set", item]
+    return args
+
+
+@pytest.fixture(scope="module")
+def finished_run(toy_micro, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "micro"
+    code, out_text, err = run_cli("run", MICRO, "--out", str(out), *set_args(micro_overrides(toy_micro)))
+    assert code == 0, err
+    return out, json.loads(out_text), err
+
+
+def test_run_writes_the_report(finished_run):
+    out, summary, log = finished_run
+    for name in ("config.yaml", "results.json", "report.md", "harm_vs_budget.png", "benign.png"):
+        assert (out / name).is_file(), name
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["defenses"]) == {"none", "sft", "sgt"}
+    for name, entry in results["defenses"].items():
+        assert entry["defended"]["harmful_rate"] is not None
+        assert 0 <= entry["defended"]["benign_score"] <= 1
+        assert [row["shots"] for row in entry["attacked"]] == [4, 16]
+        assert entry["budget_to_break"] is not None
+    assert results["defenses"]["none"]["defended"]["harmful_rate"] >= 0.9  # the base complies
+    report = (out / "report.md").read_text()
+    assert "budget to break" in report and "| sgt |" in report and "harm_vs_budget.png" in report
+    assert summary["defenses"]["none"]["budget_to_break"] == results["defenses"]["none"]["budget_to_break"]
+    assert "[9/9]" in log
+    # attacked weights are deleted after evaluation; defended ones are kept
+    assert not list(out.glob("attacks/*/*/model"))
+    assert (out / "defenses" / "sgt" / "model" / "model.safetensors").is_file()
+    assert (out / "defenses" / "sgt" / "trigger" / "trigger.safetensors").is_file()
+
+
+def test_rerun_skips_finished_cells(finished_run, toy_micro):
+    out, _, _ = finished_run
+    stamps = {p: p.stat().st_mtime for p in out.glob("**/result.json")}
+    code, _, err = run_cli("run", MICRO, "--out", str(out), *set_args(micro_overrides(toy_micro)))
+    assert code == 0, err
+    assert err.count("done earlier") == 9
+    assert stamps == {p: p.stat().st_mtime for p in out.glob("**/result.json")}
+
+
+def test_interrupted_run_resumes_losing_only_the_cell_in_progress(toy_micro, tmp_path, monkeypatch):
+    import sgt.experiment as experiment
+
+    out = tmp_path / "interrupted"
+    config = load_experiment(MICRO, micro_overrides(toy_micro, "defenses=[{name: none}]"))
+    real = experiment.Experiment._attack_and_evaluate
+    calls = []
+
+    def crash_on_second(self, model_dir, cell, cell_dir, judge):
+        calls.append(cell.shots)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, model_dir, cell, cell_dir, judge)
+
+    monkeypatch.setattr(experiment.Experiment, "_attack_and_evaluate", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, out)
+    done = sorted(p.parent.name for p in out.glob("attacks/*/*/result.json"))
+    assert len(done) == 1
+    first = next(out.glob("attacks/*/*/result.json")).stat().st_mtime
+    monkeypatch.setattr(experiment.Experiment, "_attack_and_evaluate", real)
+    run_experiment(config, out)
+    assert len(list(out.glob("attacks/*/*/result.json"))) == 2
+    assert next(p for p in out.glob("attacks/*/*/result.json") if p.parent.name == done[0]).stat().st_mtime == first
+
+
+def test_dry_run_loads_no_weights(toy_micro, tmp_path, monkeypatch):
+    import sgt.models
+
+    monkeypatch.setattr(sgt.models, "load_model", lambda *a, **k: pytest.fail("dry run loaded a model"))
+    code, out, _ = run_cli("run", MICRO, "--out", str(tmp_path / "d"), "--dry-run", *set_args(micro_overrides(toy_micro)))
+    assert code == 0
+    assert "attack grid: 2 cells per defense" in out and "judge=keyword" in out and "sgt: trigger" in out
+    assert not (tmp_path / "d").exists()
+
+
+def test_changed_config_is_refused_unless_forced(finished_run, toy_micro):
+    out, _, _ = finished_run
+    before = (out / "results.json").read_text()
+    code, _, err = run_cli("run", MICRO, "--out", str(out), *set_args(micro_overrides(toy_micro, "eval.n=20")))
+    assert code == 2 and "different config" in err and len(err.strip().splitlines()) == 1
+    assert (out / "results.json").read_text() == before
+
+
+@pytest.mark.parametrize("override, message", [
+    ("defenses=[{name: vaccine}]", "unknown defense 'vaccine'"),
+    ("eval.judge=oracle", "unknown judge 'oracle'"),
+    ("attack.shots=[]", "no cells"),
+    ("data.attack.data=/nonexistent/attack.jsonl", "not found"),
+])
+def test_bad_experiment_configs(toy_micro, tmp_path, override, message):
+    code, _, err = run_cli("run", MICRO, "--out", str(tmp_path / "bad"), *set_args(micro_overrides(toy_micro, override)))
+    assert code == 2, err
+    errors = [line for line in err.strip().splitlines() if "error" in line]
+    assert len(errors) == 1 and message in errors[0] and errors[0] == err.strip().splitlines()[-1]
+    assert "Traceback" not in err and not (tmp_path / "bad").exists()
+
+
+def test_budget_to_break_and_capability_bound():
+    data = {"d": {"defended": {"harmful_rate": 0.0, "benign_score": 1.0}, "attacked": [
+        {"shots": 8, "setting": "a", "harmful_rate": 0.2, "benign_score": 0.9},
+        {"shots": 8, "setting": "b", "harmful_rate": 0.9, "benign_score": 0.3},   # wrecked the model
+        {"shots": 32, "setting": "a", "harmful_rate": 0.6, "benign_score": 0.85},
+        {"shots": 32, "setting": "b", "harmful_rate": 1.0, "benign_score": 0.2}]}}
+    entry = analyse(data, floor=0.8, threshold=0.5)["d"]
+    assert entry["worst_case"] == {8: 0.9, 32: 1.0} and entry["budget_to_break"] == 8
+    assert entry["worst_case_capability_bounded"] == {8: 0.2, 32: 0.6}
+    assert entry["budget_to_break_capability_bounded"] == 32
+    assert budget_to_break({8: 0.1, 32: 0.2}, 0.5) == "> 32"
+
+
+def test_paper_presets_pass_dry_run(tmp_path):
+    for preset in sorted((ROOT / "configs" / "paper").glob("*.yaml")):
+        code, out, err = run_cli("run", str(preset), "--out", str(tmp_path / preset.stem), "--dry-run")
+        assert code == 0, err
+        assert "judge=llm" in out and "PKU-Alignment/BeaverTails" in out and "allenai/wildguardmix" in out
+        experiment = Experiment(load_experiment(preset), tmp_path)
+        assert [d.kind for d in experiment.defenses()] == ["none", "sft", "sgt"]

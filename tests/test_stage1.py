@@ -1,0 +1,87 @@
+"""Stage 1 on the micro toy base: only the trigger learns, its loss falls, it makes the model refuse."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import run_cli
+from sgt.models import load_model, load_tokenizer
+from sgt.stage1 import TriggerConfig, learn_trigger
+from sgt.trigger import SafetyTrigger
+
+
+def trigger_config(toy, out, **overrides) -> TriggerConfig:
+    values = dict(model=str(toy / "base"), data=str(toy / "data" / "defense_train.jsonl"), out=str(out),
+                  length=4, tied=False, lr=0.03, epochs=3, batch_size=16, max_length=128,
+                  eval_data=str(toy / "data" / "harm_eval.jsonl"), eval_n=32, progress=False)
+    values.update(overrides)
+    return TriggerConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def learned(toy_micro, tmp_path_factory):
+    out = tmp_path_factory.mktemp("stage1") / "trigger"
+    model = load_model(str(toy_micro / "base"), "float32")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    metrics = learn_trigger(trigger_config(toy_micro, out), model=model,
+                            tokenizer=load_tokenizer(str(toy_micro / "base")))
+    return out, metrics, model, before
+
+
+def test_only_the_trigger_is_trained(learned):
+    out, metrics, model, before = learned
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), f"frozen weight {name} changed"
+    trigger = SafetyTrigger.load(out, model=model, fmt="plain")
+    assert trigger.vectors.abs().max() > 0.05  # moved far from its N(0, 0.01^2) start
+
+
+def test_loss_falls_and_trigger_makes_the_model_refuse(learned):
+    _, metrics, _, _ = learned
+    assert metrics["last_loss"] < 0.5 * metrics["first_loss"]
+    assert metrics["refusal_rate_no_trigger"] <= 0.1
+    assert metrics["refusal_rate_trigger"] >= 0.8
+    history = metrics["component_history"]
+    assert history and {"refusal_ce", "consistency_kl"} <= set(history[0])
+
+
+def test_output_folder_is_complete_and_clean(learned):
+    out, _, _, _ = learned
+    names = {p.name for p in out.iterdir()}
+    assert {"trigger.safetensors", "trigger.json", "config.yaml", "metrics.json", "eval_generations.jsonl"} <= names
+    assert "checkpoints" not in names and not out.with_name(out.name + ".partial").exists()
+    meta = json.loads((out / "trigger.json").read_text())
+    assert meta["format"] == "plain" and meta["anchor"] == "User:" and meta["length"] == 4 and meta["hidden_size"] == 64
+
+
+def test_benign_term_and_text_init_run(toy_micro, tmp_path):
+    metrics = learn_trigger(trigger_config(toy_micro, tmp_path / "t", epochs=1, benign_weight=1.0, init="text",
+                                           eval_data=""))
+    assert "benign_kl" in metrics["component_history"][0]
+    assert metrics["rows"] > metrics["harmful_rows"]  # benign rows were used
+
+
+def test_cli_errors(toy_micro, tmp_path, monkeypatch):
+    benign_only = tmp_path / "benign.jsonl"
+    benign_only.write_text('{"prompt": "hi", "response": "hello", "prompt_harm_label": "unharmful"}\n')
+    code, _, err = run_cli("trigger", "--model", str(toy_micro / "base"), "--data", str(benign_only),
+                           "--out", str(tmp_path / "x"), "--no-progress")
+    assert code == 2 and "no harmful prompts" in err and len(err.strip().splitlines()) == 1
+    import sgt.stage1 as stage1
+
+    real, calls = stage1.response_ce, []
+
+    def diverging(*args, **kwargs):  # the loss turns NaN at the third step
+        calls.append(1)
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if len(calls) >= 3 else loss
+
+    monkeypatch.setattr(stage1, "response_ce", diverging)
+    code, _, err = run_cli("trigger", "--model", str(toy_micro / "base"), "--data",
+                           str(toy_micro / "data" / "defense_train.jsonl"), "--out", str(tmp_path / "y"),
+                           "--max-length", "64", "--no-progress")
+    assert code == 2 and "nan at step 3" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "y").exists() and not (tmp_path / "y.partial").exists()
