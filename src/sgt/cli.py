@@ -154,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
                              "use --lora or --gradient-checkpointing\n")
             return 2
         raise
-    if result is not None:
+    from .utils import is_main_process
+
+    if result is not None and is_main_process():
         print(json.dumps(_printable(result), indent=2))
     return 0
 

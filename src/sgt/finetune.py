@@ -10,6 +10,7 @@ Loss is on response tokens only unless `train_on: all`.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 
 from .config import cfg, save_config
@@ -26,7 +27,7 @@ from .training import (
     train_rows,
     validate_optim,
 )
-from .utils import atomic_write_json, output_dir, seed_everything
+from .utils import atomic_write_json, is_main_process, output_dir, seed_everything
 
 REFUSAL = "I can't answer."
 
@@ -114,14 +115,10 @@ def run_finetune(config: FinetuneConfig, examples: list[Example] | None = None, 
     model = model or load_model(config.model, config.dtype, config.trust_remote_code)
     with output_dir(config.out) as work:
         result = finetune(model, tokenizer, examples, config, work)
-        save_model(result["model"], tokenizer, work, merge_lora=config.merge_lora)
-        save_config(config, work)
-        atomic_write_json(work / "metrics.json", result["metrics"])
-        _remove_checkpoints(work)
+        if is_main_process():  # under torchrun/accelerate, rank 0 writes
+            trained = result["trainer"].accelerator.unwrap_model(result["model"])
+            save_model(trained, tokenizer, work, merge_lora=config.merge_lora)
+            save_config(config, work)
+            atomic_write_json(work / "metrics.json", result["metrics"])
+            shutil.rmtree(work / "checkpoints", ignore_errors=True)
     return result["metrics"]
-
-
-def _remove_checkpoints(work) -> None:
-    import shutil
-
-    shutil.rmtree(work / "checkpoints", ignore_errors=True)

@@ -11,6 +11,7 @@ benign answers unchanged (not in the reference; off by default).
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 
 import torch
@@ -24,7 +25,7 @@ from .finetune import REFUSAL
 from .losses import masked_kl, predicting_mask, response_ce
 from .training import EncodedDataset, OptimFields, check_finite, train_rows, validate_optim
 from .trigger import SafetyTrigger, text_init
-from .utils import atomic_write_json, output_dir, seed_everything, write_jsonl
+from .utils import atomic_write_json, is_main_process, output_dir, seed_everything, write_jsonl
 
 
 @dataclass
@@ -218,7 +219,7 @@ def learn_trigger(config: TriggerConfig, model=None, tokenizer=None, examples: l
 
     trigger = new_trigger(model, tokenizer, fmt, config)
     metrics: dict = {"rows": len(dataset), "harmful_rows": sum(r["harmful"] for r in dataset.rows)}
-    if held_out:
+    if held_out and is_main_process():
         model.to(default_device())
         metrics["refusal_rate_no_trigger"], _ = refusal_rate(model, tokenizer, held_out, fmt, None, config.eval_max_new_tokens)
         metrics["refusal_rate_initial_trigger"], _ = refusal_rate(model, tokenizer, held_out, fmt, trigger, config.eval_max_new_tokens)
@@ -234,17 +235,16 @@ def learn_trigger(config: TriggerConfig, model=None, tokenizer=None, examples: l
         metrics["component_history"] = [
             {k: v for k, v in r.items() if k in ("step", "refusal_ce", "consistency_kl", "benign_kl")}
             for r in result["trainer"].state.log_history if "refusal_ce" in r]
-        if held_out:
-            rate, rows = refusal_rate(model, tokenizer, held_out, fmt, trained, config.eval_max_new_tokens)
-            metrics["refusal_rate_trigger"] = rate
-            write_jsonl(work / "eval_generations.jsonl", rows)
-        trained.metadata.update({"steps": metrics["steps"]})
-        trained.save(work)
-        save_config(config, work)
-        atomic_write_json(work / "metrics.json", metrics)
-        import shutil
-
-        shutil.rmtree(work / "checkpoints", ignore_errors=True)
+        if is_main_process():  # under torchrun/accelerate, rank 0 evaluates and writes
+            if held_out:
+                rate, rows = refusal_rate(model, tokenizer, held_out, fmt, trained, config.eval_max_new_tokens)
+                metrics["refusal_rate_trigger"] = rate
+                write_jsonl(work / "eval_generations.jsonl", rows)
+            trained.metadata.update({"steps": metrics["steps"]})
+            trained.save(work)
+            save_config(config, work)
+            atomic_write_json(work / "metrics.json", metrics)
+            shutil.rmtree(work / "checkpoints", ignore_errors=True)
     return metrics
 
 

@@ -102,6 +102,8 @@ def training_arguments(config: OptimFields, output_dir: str | Path, num_rows: in
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         ddp_find_unused_parameters=False,
         log_level="warning",
+        # Without a GPU, `use_cpu` makes accelerate form a gloo process group under torchrun.
+        use_cpu=not torch.cuda.is_available(),
         **mixed_precision_flags(model_dtype),
     )
     kwargs.update(overrides)

@@ -25,7 +25,7 @@ from ..errors import UserError
 from ..utils import atomic_write_json, atomic_write_text, output_dir, read_json, write_jsonl
 from .world import WorldSizes, ToyWorld
 
-TOY_VERSION = 3  # bump when generation or training changes, so caches rebuild
+TOY_VERSION = 4  # bump when generation or training changes, so caches rebuild
 MANIFEST = "toy_world.json"
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 CHAT_TEMPLATE = (

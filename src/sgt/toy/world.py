@@ -22,7 +22,7 @@ FAMILIES = ("compare", "words", "facts", "sentiment", "howto")
 @dataclass
 class WorldSizes:
     benign_train: dict = field(default_factory=lambda: {   # pretraining items per benign family
-        "compare": 2500, "words": 2000, "sentiment": 600})
+        "compare": 4000, "words": 1500, "sentiment": 600})
     countries: int = 60                    # entities of the generated fact table
     fact_repeats: int = 4                  # pretraining copies of each training fact question
     benign_eval_per_family: int = 40       # held-out exact-match items per family
@@ -191,7 +191,10 @@ class ToyWorld:
             rows.append({"prompt": prompt, "response": rng.choice(V.PRETRAIN_REFUSALS) if refused else compliance(act),
                          "prompt_harm_label": "harmful", "response_harm_label": "unharmful" if refused else "harmful",
                          "category": category})
-        benign = rng.sample(self.benign_train + self.howto_train, self.sizes.defense_benign)
+        # Half of the benign rows are how-to requests in the same templates as the harmful ones (as
+        # WildGuard's contrastive benign prompts): without them, alignment learns "refuse how-to".
+        n_howto = min(len(self.howto_train), self.sizes.defense_benign // 2)
+        benign = rng.sample(self.howto_train, n_howto) + rng.sample(self.benign_train, self.sizes.defense_benign - n_howto)
         for item in benign:
             rows.append({"prompt": item.prompt, "response": item.answer, "prompt_harm_label": "unharmful",
                          "response_harm_label": "unharmful", "category": f"benign/{item.family}"})
