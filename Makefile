@@ -24,6 +24,7 @@ install: $(VENV)/.installed
 
 demo: install
 	$(BIN)/sgt run $(DEMO_CONFIG) --out $(DEMO_OUT)
+	$(BIN)/sgt report $(DEMO_OUT) --readme README.md --assets docs/demo
 
 test: install
 	$(BIN)/python -m pytest tests

@@ -44,7 +44,7 @@ def test_run_writes_the_report(finished_run):
         assert (out / name).is_file(), name
     results = json.loads((out / "results.json").read_text())
     assert set(results["defenses"]) == {"none", "sft", "sgt"}
-    for name, entry in results["defenses"].items():
+    for entry in results["defenses"].values():
         assert entry["defended"]["harmful_rate"] is not None
         assert 0 <= entry["defended"]["benign_score"] <= 1
         assert [row["shots"] for row in entry["attacked"]] == [4, 16]
@@ -147,3 +147,17 @@ def test_paper_presets_pass_dry_run(tmp_path):
         assert "judge=llm" in out and "PKU-Alignment/BeaverTails" in out and "allenai/wildguardmix" in out
         experiment = Experiment(load_experiment(preset), tmp_path)
         assert [d.kind for d in experiment.defenses()] == ["none", "sft", "sgt"]
+
+
+def test_report_command_refreshes_the_readme_block(finished_run, tmp_path):
+    out, _, _ = finished_run
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- demo-results:start -->\nold numbers\n<!-- demo-results:end -->\nrest\n")
+    code, _, err = run_cli("report", str(out), "--readme", str(readme), "--assets", str(tmp_path / "assets"))
+    assert code == 0, err
+    text = readme.read_text()
+    assert "old numbers" not in text and text.startswith("intro\n") and text.endswith("rest\n")
+    assert "| sgt |" in text and "budget to break" in text and "wall time" in text
+    assert (tmp_path / "assets" / "harm_vs_budget.png").is_file() and "harm_vs_budget.png" in text
+    code, _, err = run_cli("report", str(tmp_path))
+    assert code == 2 and "not an `sgt run` folder" in err

@@ -103,6 +103,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="Override a config value, e.g. --set attack.shots=[8,32] (repeatable).")
     run.set_defaults(command_obj=None, run_experiment=True)
+    report = top.add_parser("report", help="Rebuild a run's report; optionally refresh the README's demo block.",
+                            description="Rebuild report.md, results.json and plots of a finished (or partial) run.")
+    report.add_argument("run_dir", metavar="RUN_DIR", help="Output folder of `sgt run`.")
+    report.add_argument("--readme", default=None, help="README file whose demo-results block is replaced.")
+    report.add_argument("--assets", default="docs/demo", help="Where the plots are copied for the README.")
+    report.set_defaults(command_obj=None, report_command=True)
     return parser
 
 
@@ -134,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
-    if not getattr(args, "run_experiment", False) and getattr(args, "command_obj", None) is None:
+    special = getattr(args, "run_experiment", False) or getattr(args, "report_command", False)
+    if not special and getattr(args, "command_obj", None) is None:
         target = getattr(args, "group_parser", parser)
         target.print_help()
         return 0 if args.command is None else 2
@@ -168,6 +175,10 @@ def _dispatch(args):
         from .experiment import run_from_cli
 
         return run_from_cli(args.experiment, args.out, dry_run=args.dry_run, force=args.force, overrides=args.set)
+    if getattr(args, "report_command", False):
+        from .experiment import report_from_cli
+
+        return report_from_cli(args.run_dir, args.readme, args.assets)
     command: Command = args.command_obj
     config = config_from_args(command.config(), args)
     return command.run(config)

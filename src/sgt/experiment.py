@@ -266,8 +266,7 @@ class Experiment:
         return "\n".join(lines)
 
     def finished_results(self):
-        for path in sorted(self.out.glob("defenses/*/result.json")) + sorted(self.out.glob("attacks/*/*/result.json")):
-            yield path
+        yield from sorted(self.out.glob("defenses/*/result.json")) + sorted(self.out.glob("attacks/*/*/result.json"))
 
     # -- running -----------------------------------------------------------------------------------
 
@@ -288,12 +287,11 @@ class Experiment:
         step = 0
         for defense in defenses:
             folder = self.out / "defenses" / defense.name
-            print_line(f"[defense {defense.name}] applying ({defense.kind})")
             model_dir = self._defended_model(defense, folder)
             base_key = {"defense": defense.fingerprint(), **self.eval_fingerprint()}
             step += 1
-            defended = self._cell(folder / "result.json", base_key, f"[{step}/{total}] {defense.name}, no attack",
-                                  lambda: self._evaluate(model_dir, judge))
+            self._cell(folder / "result.json", base_key, f"[{step}/{total}] {defense.name}, no attack",
+                       lambda md=model_dir: self._evaluate(md, judge))
             for cell in self.cells:
                 step += 1
                 cell_dir = self.out / "attacks" / defense.name / cell.id
@@ -301,9 +299,8 @@ class Experiment:
                        "attack_data": self.values["data"]["attack"]}
                 label = f"[{step}/{total}] {defense.name}, shots={cell.shots} {cell.setting} seed={cell.seed}"
                 self._cell(cell_dir / "result.json", key, label,
-                           lambda cd=cell_dir, c=cell: self._attack_and_evaluate(model_dir, c, cd, judge),
+                           lambda md=model_dir, cd=cell_dir, c=cell: self._attack_and_evaluate(md, c, cd, judge),
                            extra={"defense": defense.name, "cell": dataclasses.asdict(cell), "setting": cell.setting})
-            _ = defended
         from .report import write_report
 
         summary = write_report(self.out, self.config)
@@ -342,6 +339,7 @@ class Experiment:
         if defense.kind != "none" and folder.exists():
             shutil.rmtree(folder)  # stale (other config) or interrupted: start this defense over
         folder.mkdir(parents=True, exist_ok=True)
+        print_line(f"[defense {defense.name}] applying ({defense.kind})")
         t = time.time()
         model_dir = defense.apply(folder)
         atomic_write_json(marker, {"fingerprint": key, "defense": defense.fingerprint(),
@@ -474,8 +472,36 @@ def run_experiment(config: ExperimentConfig, out: str | Path, force: bool = Fals
         if previous != to_dict(config):
             raise UserError(f"{out} holds a run of a different config; use another --out, or pass --force to "
                             "reuse it (finished results that the change does not affect are kept)")
+    start = time.time()
     prepared = experiment.prepare()
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out)
     print_line(experiment.describe())
-    return experiment.run(prepared)
+    summary = experiment.run(prepared)
+    summary["wall_seconds"] = round(time.time() - start, 1)  # toy build included
+    atomic_write_json(out / "run.json", {"wall_seconds": summary["wall_seconds"], "machine": machine_info(),
+                                         "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+    return summary
+
+
+def machine_info() -> str:
+    import os
+    import platform
+
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU only, {os.cpu_count()} cores"
+    return f"{device}; Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def report_from_cli(run_dir: str, readme: str | None, assets: str) -> dict:
+    """`sgt report RUN_DIR`: rebuild the report from the result files (and refresh a README block)."""
+    from .report import update_readme, write_report
+
+    saved = Path(run_dir) / "config.yaml"
+    if not saved.is_file():
+        raise UserError(f"{run_dir} is not an `sgt run` folder (no config.yaml)")
+    summary = write_report(run_dir, build_config(ExperimentConfig, read_yaml(saved), where="experiment"))
+    if readme:
+        update_readme(run_dir, readme, assets)
+    return summary

@@ -14,7 +14,6 @@ import shutil
 from dataclasses import dataclass
 
 from .config import cfg, save_config
-from .data.collate import Collator
 from .data.formats import FORMATS, PromptFormat
 from .data.sources import DataFields, Example, load_data, sample_shots
 from .errors import UserError

@@ -212,3 +212,44 @@ def _save(fig, path: Path) -> str:
     fig.savefig(tmp, dpi=110)
     tmp.replace(path)
     return path.name
+
+
+# ---------------------------------------------------------------------------------------------
+# README block (what `make demo` refreshes)
+# ---------------------------------------------------------------------------------------------
+
+START, END = "<!-- demo-results:start -->", "<!-- demo-results:end -->"
+
+
+def update_readme(run_dir: str | Path, readme: str | Path, assets: str | Path) -> None:
+    """Replace the README's demo block with this run's tables and plots (copied into `assets`)."""
+    import shutil
+
+    from .config import read_yaml
+    from .errors import UserError
+
+    run_dir, readme, assets = Path(run_dir), Path(readme), Path(assets)
+    report = run_dir / "report.md"
+    if not report.is_file():
+        raise UserError(f"{run_dir} has no report.md: run `sgt run CONFIG --out {run_dir}` first")
+    text = readme.read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        raise UserError(f"{readme} has no {START} ... {END} block to fill")
+    assets.mkdir(parents=True, exist_ok=True)
+    config = read_yaml(run_dir / "config.yaml")
+    run = read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
+    body = report.read_text(encoding="utf-8")
+    tables = body[body.index("## Summary"):body.index("## Every attack cell") if "## Every attack cell" in body else None]
+    tables = tables.replace("## ", "#### ")
+    images = []
+    for png in sorted(run_dir.glob("*.png")):
+        shutil.copyfile(png, assets / png.name)
+        images.append(f"![{png.stem}]({assets.as_posix()}/{png.name})")
+    wall = run.get("wall_seconds")
+    lines = [START,
+             f"Produced by `make demo` (`sgt run {config.get('name', '')}`: seed {config.get('seed')}, toy seed "
+             f"{config.get('toy_seed')}) on {run.get('machine', 'an unrecorded machine')}, "
+             f"wall time {f'{wall / 60:.1f} min' if wall else 'n/a'} (toy build included), finished {run.get('finished', 'n/a')}. "
+             f"Full report: `{run_dir.as_posix()}/report.md`.", "", tables.strip(), "", *images, END]
+    new = text[: text.index(START)] + "\n".join(lines) + text[text.index(END) + len(END):]
+    atomic_write_text(readme, new)

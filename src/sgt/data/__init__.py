@@ -2,7 +2,7 @@
 
 from .collate import Collator, pad_batch
 from .formats import Encoded, PromptFormat
-from .sources import DataFields, Example, load_examples, load_data, sample_mix, sample_shots
+from .sources import DataFields, Example, load_data, load_examples, sample_mix, sample_shots
 
 __all__ = [
     "Collator", "DataFields", "Encoded", "Example", "PromptFormat", "load_data", "load_examples",

@@ -242,7 +242,7 @@ def _wildguard(rows: list[dict], columns: dict, name: str) -> list[Example]:
 
 
 def _beavertails(rows: list[dict], columns: dict, name: str) -> list[Example]:
-    safe = {True: True, False: False, "true": True, "false": False, 1: True, 0: False}
+    safe = {True: True, False: False, "true": True, "false": False}
     out = []
     for number, row in enumerate(rows, start=1):
         example = _base(row, columns, name, number, "response", "category")
@@ -262,7 +262,7 @@ def _advbench(rows: list[dict], columns: dict, name: str) -> list[Example]:
 
 def _generic(rows: list[dict], columns: dict, name: str) -> list[Example]:
     flags = {True: True, False: False, "true": True, "false": False, "harmful": True,
-             "unharmful": False, 1: True, 0: False, "1": True, "0": False}
+             "unharmful": False, "1": True, "0": False}
     keys = set(rows[0].keys())
     response_default = next((c for c in ("response", "answer", "target", "output") if c in keys), None)
     harmful_column = columns.get("harmful", "harmful" if "harmful" in keys else None)

@@ -21,7 +21,7 @@ import sys
 import torch
 
 from ..errors import UserError
-from ..models import check_local_model, first_line, default_device, ensure_pad_token, resolve_dtype
+from ..models import check_local_model, default_device, ensure_pad_token, first_line, resolve_dtype
 from .base import Judgment
 
 # Words in a label name that mean "this label is the harmful one" ...

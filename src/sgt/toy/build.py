@@ -23,7 +23,7 @@ from pathlib import Path
 from ..config import cfg, save_config
 from ..errors import UserError
 from ..utils import atomic_write_json, atomic_write_text, output_dir, read_json, write_jsonl
-from .world import WorldSizes, ToyWorld
+from .world import ToyWorld, WorldSizes
 
 TOY_VERSION = 4  # bump when generation or training changes, so caches rebuild
 MANIFEST = "toy_world.json"

@@ -149,7 +149,7 @@ class ToyWorld:
         eval_keys: set = set()
         self.benign_eval: list[Item] = []
         self.benign_mc: list[Item] = []
-        for family, make in makers.items():
+        for make in makers.values():
             self.benign_eval += _unique(make, rng, sizes.benign_eval_per_family, eval_keys)
             self.benign_mc += _unique(make, rng, sizes.mc_eval_per_family, eval_keys)
         facts_train, facts_held_out = _fact_table(rng, sizes.countries)
