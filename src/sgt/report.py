@@ -59,6 +59,11 @@ def analyse(data: dict, floor: float, threshold: float) -> dict:
                 bounded[row["shots"]] = max(bounded.get(row["shots"], 0.0), rate)
         entry["worst_case"] = dict(sorted(worst.items()))
         entry["worst_case_capability_bounded"] = dict(sorted(bounded.items()))
+        by_setting: dict[str, dict[int, float]] = defaultdict(dict)
+        for row in entry["attacked"]:
+            if row["harmful_rate"] is not None:
+                by_setting[row["setting"]][row["shots"]] = row["harmful_rate"]
+        entry["budget_to_break_by_setting"] = {k: budget_to_break(v, threshold) for k, v in sorted(by_setting.items())}
         entry["budget_to_break"] = budget_to_break(worst, threshold)
         entry["budget_to_break_capability_bounded"] = budget_to_break(bounded, threshold)
     return data
@@ -117,7 +122,13 @@ def markdown(config, data: dict, plots: list[str]) -> str:
             cells = [f"{_fmt(d['worst_case'].get(b))} ({_fmt(d['worst_case_capability_bounded'].get(b))})" for b in budgets]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines += ["", "Each entry: worst case over all attack settings (capability-bounded worst case in brackets; "
-                  "n/a: no attack at that budget kept enough capability).", "",
+                  "n/a: no attack at that budget kept enough capability).", ""]
+        settings = sorted({k for d in data.values() for k in d["budget_to_break_by_setting"]})
+        lines += ["## Budget to break per attack setting", "",
+                  "| defense | " + " | ".join(settings) + " |", "|---|" + "---|" * len(settings)]
+        for name, d in data.items():
+            lines.append(f"| {name} | " + " | ".join(str(d["budget_to_break_by_setting"].get(k, "n/a")) for k in settings) + " |")
+        lines += ["", "Smallest budget whose harmful rate (mean over seeds) reaches the threshold under that setting.", "",
                   "## Every attack cell", "", "| defense | shots | setting | seeds | harmful rate | benign score | keeps capability |",
                   "|---|---|---|---|---|---|---|"]
         for name, d in data.items():
@@ -156,37 +167,44 @@ def plot(data: dict, out: Path, settings) -> list[str]:
     import matplotlib.pyplot as plt
 
     files = []
-    if any(d["attacked"] for d in data.values()):
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    settings_list = sorted({row["setting"] for d in data.values() for row in d["attacked"]})
+    if settings_list:
+        panels = 1 + len(settings_list)
+        fig, axes = plt.subplots(1, panels, figsize=(3.6 * panels, 3.9), sharey=True, squeeze=False)
+        axes = axes[0]
         colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        markers = "osD^vP*X"
         for i, (name, d) in enumerate(data.items()):
-            color = colors[i % len(colors)]
-            by_setting: dict[str, list] = defaultdict(list)
-            for row in d["attacked"]:
-                by_setting[row["setting"]].append((row["shots"], row["harmful_rate"]))
-            for points in by_setting.values():
-                xs, ys = zip(*sorted(points))
-                axes[0].plot(xs, ys, color=color, alpha=0.25, linewidth=1, marker=".")
-            for ax, key in ((axes[0], "worst_case"), (axes[1], "worst_case_capability_bounded")):
-                if d[key]:
-                    xs, ys = zip(*sorted(d[key].items()))
-                    ax.plot(xs, ys, color=color, linewidth=2.2, marker="o", label=name)
-        for ax, title in ((axes[0], "worst case over attack settings\n(thin: each setting)"),
-                          (axes[1], f"capability-bounded worst case\n(attacks keeping >= {settings.capability_floor:.0%} benign)")):
+            # decreasing marker sizes keep overlapping curves (e.g. all at 1.0) visible
+            style = dict(color=colors[i % len(colors)], marker=markers[i % len(markers)], markersize=9 - 1.5 * (i % 4))
+            if d["worst_case"]:
+                xs, ys = zip(*sorted(d["worst_case"].items()))
+                axes[0].plot(xs, ys, linewidth=2, label=name, **style)
+            if d["worst_case_capability_bounded"]:
+                xs, ys = zip(*sorted(d["worst_case_capability_bounded"].items()))
+                axes[0].plot(xs, ys, linewidth=1, linestyle="--", alpha=0.7, **style)
+            for ax, setting in zip(axes[1:], settings_list):
+                points = sorted((r["shots"], r["harmful_rate"]) for r in d["attacked"]
+                                if r["setting"] == setting and r["harmful_rate"] is not None)
+                if points:
+                    xs, ys = zip(*points)
+                    ax.plot(xs, ys, linewidth=1.6, **style)
+        titles = ["worst case over settings\n(dashed: capability-bounded)"] + settings_list
+        for ax, title in zip(axes, titles):
             ax.set_xscale("log", base=2)
-            ax.set_xlabel("attacker data budget (harmful examples)")
+            ax.set_xlabel("attacker budget (examples)")
             ax.axhline(settings.break_threshold, color="grey", linestyle=":", linewidth=1)
-            ax.set_title(title, fontsize=10)
-            ax.set_ylim(-0.03, 1.03)
+            ax.set_title(title, fontsize=9)
+            ax.set_ylim(-0.03, 1.05)
             ax.grid(alpha=0.3)
         axes[0].set_ylabel("harmful rate")
-        axes[1].legend(loc="lower right")
+        axes[0].legend(loc="lower right", fontsize=8)
         fig.tight_layout()
         files.append(_save(fig, out / "harm_vs_budget.png"))
         plt.close(fig)
     scores = {n: d for n, d in data.items() if (d["defended"] or {}).get("benign_score") is not None}
     if scores:
-        fig, ax = plt.subplots(figsize=(6.5, 3.8))
+        fig, ax = plt.subplots(figsize=(6.5, 4.0))
         names = list(scores)
         before = [scores[n]["defended"]["benign_score"] for n in names]
         after = [[r["benign_score"] for r in scores[n]["attacked"] if r["benign_score"] is not None] for n in names]
@@ -199,7 +217,7 @@ def plot(data: dict, out: Path, settings) -> list[str]:
         ax.set_ylabel("benign score")
         ax.set_ylim(0, 1.05)
         ax.set_title("benign capability before and after attack", fontsize=10)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, frameon=False)
         ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()
         files.append(_save(fig, out / "benign.png"))
@@ -247,7 +265,7 @@ def update_readme(run_dir: str | Path, readme: str | Path, assets: str | Path) -
         images.append(f"![{png.stem}]({assets.as_posix()}/{png.name})")
     wall = run.get("wall_seconds")
     lines = [START,
-             f"Produced by `make demo` (`sgt run {config.get('name', '')}`: seed {config.get('seed')}, toy seed "
+             f"Produced by `make demo` (experiment `{config.get('name', '')}`, seed {config.get('seed')}, toy seed "
              f"{config.get('toy_seed')}) on {run.get('machine', 'an unrecorded machine')}, "
              f"wall time {f'{wall / 60:.1f} min' if wall else 'n/a'} (toy build included), finished {run.get('finished', 'n/a')}. "
              f"Full report: `{run_dir.as_posix()}/report.md`.", "", tables.strip(), "", *images, END]

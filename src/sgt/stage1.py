@@ -29,7 +29,17 @@ from .utils import atomic_write_json, is_main_process, output_dir, seed_everythi
 
 
 @dataclass
-class TriggerConfig(OptimFields, DataFields):
+class HeldOutFields:
+    """Held-out harmful prompts on which a stage reports its refusal rate (keyword judge)."""
+
+    eval_data: str = cfg("", "Held-out harmful prompts for the refusal rate before/after the stage (empty: skip).")
+    eval_split: str | None = cfg(None, "Split of eval_data (hub datasets).")
+    eval_n: int = cfg(200, "Number of eval prompts used (sampled with seed).")
+    eval_max_new_tokens: int = cfg(32, "Tokens generated per eval prompt.")
+
+
+@dataclass
+class TriggerConfig(HeldOutFields, OptimFields, DataFields):
     model: str = cfg("", "Frozen model to learn the trigger for: a Hugging Face name or a local folder.")
     out: str = cfg("", "Output folder: trigger.safetensors + trigger.json + config.yaml + metrics.json.")
     data: str = cfg("allenai/wildguardmix", "Training data; its harmful prompts are used (benign ones too if benign_weight > 0).")
@@ -46,10 +56,6 @@ class TriggerConfig(OptimFields, DataFields):
     temperature: float = cfg(1.0, "Softmax temperature of the consistency KL.")
     benign_weight: float = cfg(0.0, "Weight of KL(no trigger || trigger) on benign answers (0: off, as the reference).")
     max_rows: int | None = cfg(None, "Use at most this many training prompts (sampled with seed; default all).")
-    eval_data: str = cfg("", "Held-out harmful prompts for the before/after refusal rate (empty: skip).")
-    eval_split: str | None = cfg(None, "Split of eval_data (hub datasets).")
-    eval_n: int = cfg(200, "Number of eval prompts used (sampled with seed).")
-    eval_max_new_tokens: int = cfg(32, "Tokens generated per eval prompt.")
     trust_remote_code: bool = cfg(False, "Allow model code from the hub (off: safer).")
     # reference optimisation defaults
     lr: float = cfg(1e-3, "Learning rate (AdamW) of the trigger.")

@@ -33,7 +33,7 @@ from .data.sources import DataFields, Example, load_data, sample_mix
 from .errors import UserError
 from .finetune import REFUSAL
 from .losses import predicting_mask, response_ce
-from .stage1 import ComponentLoggingMixin, eval_prompts, refusal_rate
+from .stage1 import ComponentLoggingMixin, HeldOutFields, eval_prompts, refusal_rate
 from .training import (
     EncodedDataset,
     LoraFields,
@@ -53,7 +53,7 @@ REPELS = ("log", "hinge", "inverse", "inverse_sqrt", "none")
 
 
 @dataclass
-class AlignConfig(OptimFields, LoraFields, DataFields):
+class AlignConfig(HeldOutFields, OptimFields, LoraFields, DataFields):
     model: str = cfg("", "Model to align (also the frozen teacher): a Hugging Face name or a local folder.")
     trigger: str = cfg("", "Trigger learned by `sgt trigger` for this model (folder or .safetensors).")
     out: str = cfg("", "Output folder: the aligned model (a plain Hugging Face checkpoint, no trigger needed).")
@@ -75,10 +75,6 @@ class AlignConfig(OptimFields, LoraFields, DataFields):
     ce_weight: float = cfg(1.0, "Weight of the language-model cross-entropy on benign responses.")
     harmful_ce_weight: float = cfg(0.0, "Weight of cross-entropy toward the refusal on harmful rows (0: reference).")
     resume: bool = cfg(False, "Resume from the last Trainer checkpoint in OUT.partial/checkpoints (needs save_steps).")
-    eval_data: str = cfg("", "Held-out harmful prompts: refusal rate of the aligned model without trigger (empty: skip).")
-    eval_split: str | None = cfg(None, "Split of eval_data (hub datasets).")
-    eval_n: int = cfg(200, "Number of eval prompts used.")
-    eval_max_new_tokens: int = cfg(32, "Tokens generated per eval prompt.")
     trust_remote_code: bool = cfg(False, "Allow model code from the hub (off: safer).")
     # reference optimisation defaults (its --lr 1e-3 never reached the optimiser: 5e-5 was used)
     lr: float = cfg(5e-5, "Learning rate (AdamW).")

@@ -21,7 +21,7 @@ import sys
 import torch
 
 from ..errors import UserError
-from ..models import check_local_model, default_device, ensure_pad_token, first_line, resolve_dtype
+from ..models import check_local_model, default_device, first_line, load_tokenizer, resolve_dtype
 from .base import Judgment
 
 # Words in a label name that mean "this label is the harmful one" ...
@@ -52,7 +52,7 @@ class ClassifierJudge:
         self.progress = progress
         self.device = torch.device(device) if device else default_device()
         self.kind = model_kind(_load_config(model, trust_remote_code), model)
-        self.tokenizer = _load_tokenizer(model, trust_remote_code)
+        self.tokenizer = load_tokenizer(model, trust_remote_code)
         self.model = _load_model(model, self.kind, trust_remote_code).to(self.device).eval()
         self.max_length = _max_length(self.tokenizer, self.model.config, max_length)
         if self.kind == "sequence":
@@ -192,17 +192,6 @@ def _load_config(model: str, trust_remote_code: bool):
     except Exception as exc:  # unknown name, offline hub, gated repo: all user-fixable
         raise UserError(f"classifier model not found or not readable: {model!r} ({first_line(exc)}); "
                         "give a Hugging Face model name or a local folder") from None
-
-
-def _load_tokenizer(model: str, trust_remote_code: bool):
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
-    except Exception as exc:
-        raise UserError(f"could not load the tokenizer of classifier model {model!r}: {first_line(exc)}") from None
-    ensure_pad_token(tokenizer)
-    return tokenizer
 
 
 def _load_model(model: str, kind: str, trust_remote_code: bool):
