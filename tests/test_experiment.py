@@ -161,3 +161,20 @@ def test_report_command_refreshes_the_readme_block(finished_run, tmp_path):
     assert (tmp_path / "assets" / "harm_vs_budget.png").is_file() and "harm_vs_budget.png" in text
     code, _, err = run_cli("report", str(tmp_path))
     assert code == 2 and "not an `sgt run` folder" in err
+
+
+def test_training_stages_can_run_under_a_launcher(toy_micro, tmp_path):
+    """`launcher:` runs each training stage as `LAUNCHER -m sgt.cli STAGE --config FILE` (as with
+    `accelerate launch`); here the launcher is plain python, the same code path without GPUs."""
+    import sys
+
+    out = tmp_path / "launched"
+    overrides = micro_overrides(toy_micro, f"launcher=[{sys.executable}]", "attack.shots=[4]",
+                                "defenses=[{name: sft, epochs: 1, max_length: 96}]")
+    code, _, err = run_cli("run", MICRO, "--out", str(out), *set_args(overrides))
+    assert code == 0, err
+    assert (out / "defenses" / "sft" / "sft.config.yaml").is_file() and (out / "defenses" / "sft" / "sft.log").is_file()
+    cell = next(out.glob("attacks/sft/*"))
+    assert (cell / "attack.config.yaml").is_file()
+    result = json.loads((cell / "result.json").read_text())
+    assert result["attack"]["rows"] == 4 and result["harmful_rate"] is not None
