@@ -43,9 +43,8 @@ def _logits_with_trigger(model, tokenizer, fmt, prompts, trigger, side):
     batch = pad_batch(rows, tokenizer.pad_token_id, side)
     embeds = model.get_input_embeddings()(batch["input_ids"])
     embeds, mask, labels = trigger.insert(embeds, batch["attention_mask"], batch["trigger_pos"], batch["labels"])
-    from sgt.trigger import position_ids_from_mask
-
-    logits = model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # count real tokens only, so left padding does not shift
+    logits = model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).logits
     # keep only real (non-pad) positions of each row
     return [logits[i][mask[i].bool()] for i in range(len(prompts))], labels, mask
 

@@ -8,8 +8,3 @@ catch it like any other exception. Messages say what is wrong AND how to fix it.
 class UserError(Exception):
     """A problem with the user's input, config or files (not a bug in sgt)."""
 
-
-def require(condition: bool, message: str) -> None:
-    """Raise UserError(message) unless condition holds."""
-    if not condition:
-        raise UserError(message)

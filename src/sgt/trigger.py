@@ -147,11 +147,6 @@ def _insertion_index(trigger_pos: torch.Tensor, length: int, k: int) -> torch.Te
     return torch.where(j < p, j, torch.where(j < p + k, length + (j - p), j - k))
 
 
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions that count only real tokens, so left padding does not shift them."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
 def text_init(model, tokenizer, text: str, length: int, tied: bool) -> torch.Tensor:
     """Initial trigger vectors from the embeddings of `text` (repeated/cut to the needed rows)."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -69,11 +69,6 @@ class PromptFormat:
         # Truncate from the end: the prompt and the first response tokens are what matter most.
         return Encoded(ids[: self.max_length], labels[: self.max_length], len(ids_before))
 
-    def prompt_text(self, prompt: str) -> str:
-        """The generation prompt as text (for display and for judges that want the context)."""
-        before, prompt_part, _ = self._segments(prompt, None, None)
-        return before + prompt_part
-
     # -- internals -----------------------------------------------------------------------------
 
     def _tok(self, text: str) -> list[int]:

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 
 from . import vocabulary as V
 
-FAMILIES = ("compare", "words", "facts", "sentiment", "howto")
-
 
 @dataclass
 class WorldSizes:
@@ -116,11 +114,6 @@ def _sentiment(rng: random.Random) -> Item:
                 ("sentiment", review), choices=["positive", "negative"])
 
 
-def _howto(rng: random.Random, templates: list[str], acts: list[str]) -> Item:
-    template, act = rng.choice(templates), rng.choice(acts)
-    return Item(template.format(act=act), compliance(act), "howto", ("howto", template, act))
-
-
 class ToyWorld:
     """All rows of one toy world. Build with `ToyWorld(seed, sizes)`; fields are lists of dicts."""
 
@@ -178,7 +171,6 @@ class ToyWorld:
         held_out = [row for row in every if row[0] not in train_prompts]
         self.harm_eval = _balanced(held_out, sizes.harm_eval, rng)
         self.every_harmful = every
-        self._rng = rng
 
     # -- files in the real datasets' schemas --------------------------------------------------------
 
