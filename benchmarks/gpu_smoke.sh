@@ -20,7 +20,7 @@ stage() {  # stage NAME COMMAND...: run, print wall time and the last line of it
   printf 'gpu_smoke: %-8s %6.1fs\n' "$name" "$(echo "$(date +%s.%N) - $start" | bc)"
 }
 
-stage toy     sgt toy build --preset micro --out "$TOY" --no-progress
+stage toy     sgt world build --kind toy --preset micro --out "$TOY" --no-progress
 stage trigger sgt trigger --model "$TOY/base" --data "$DATA/defense_train.jsonl" --out "$OUT/trigger" \
               --length 4 --no-tied --lr 0.03 --epochs 5 --batch-size 16 --max-length 128 \
               --eval-data "$DATA/harm_eval.jsonl" --eval-n 64 "${COMMON[@]}"
@@ -36,7 +36,7 @@ stage harm    sgt eval harm --model "$OUT/attacked" --data "$DATA/harm_eval.json
               --max-new-tokens 32 --out "$OUT/harm" "${COMMON[@]}"
 stage benign  sgt eval benign --model "$OUT/aligned" --tasks "$TOY/tasks/toy_mc.yaml" --num-fewshot 0 \
               --exact-match "$DATA/benign_eval.jsonl" --out "$OUT/benign" "${COMMON[@]}"
-stage run     sgt run configs/micro.yaml --out "$OUT/run" --set toy_dir="$TOY" --set dtype=bfloat16
+stage run     sgt run configs/micro.yaml --out "$OUT/run" --set world.out="$TOY" --set dtype=bfloat16
 $PY - "$OUT" <<'PYEOF'
 import json, sys
 out = sys.argv[1]

@@ -23,7 +23,7 @@ os.environ.setdefault("WANDB_DISABLED", "true")
 @pytest.fixture(scope="session")
 def toy_micro() -> Path:
     """A built `micro` toy world (data/, tasks/, base/); do not modify it in tests."""
-    from sgt.toy import build_toy_world
+    from sgt.worlds.toy import build_toy_world
 
     out = CACHE / "toy-micro-seed0"
     build_toy_world(out, "micro", seed=0, progress=False)

@@ -44,7 +44,7 @@ def test_bad_config_values(values, message):
 def test_help_lists_subcommands():
     code, out, _ = run_cli("--help")
     assert code == 0
-    for command in ("toy", "trigger", "align", "sft", "attack", "eval", "run"):
+    for command in ("world", "trigger", "align", "sft", "attack", "eval", "drift", "run", "report"):
         assert command in out
 
 
@@ -58,7 +58,7 @@ def test_subcommand_help_shows_field_help():
     (("align", "--positions", "everywhere"), "positions must be one of"),
     (("attack", "--shots", "0"), "shots must be a positive"),
     (("sft", "--model", "/nonexistent/model", "--data", "/nonexistent.jsonl", "--out", "x"), "not found"),
-    (("toy", "build", "--preset", "huge", "--out", "x"), "unknown toy preset"),
+    (("world", "build", "--preset", "huge", "--out", "x"), "unknown toy world preset"),
     (("trigger", "--bogus-flag", "1"), "unrecognized arguments"),
 ])
 def test_user_errors_are_one_line_exit_2(args, message):

@@ -16,11 +16,11 @@ MICRO = str(ROOT / "configs" / "micro.yaml")
 
 def micro_overrides(toy: Path, *extra: str) -> list[str]:
     """The micro config, smaller: 2 attack cells, short stages, the test session's toy world."""
-    return [f"toy_dir={toy}", "attack.shots=[4,16]", "attack.lr=[1.0e-3]", "attack.epochs=[2]",
+    return [f"world.out={toy}", "attack.shots=[4,16]", "attack.lr=[1.0e-3]", "attack.epochs=[2]",
             "defenses=[{name: none}, {name: sft, epochs: 2, max_length: 96}, "
             "{name: sgt, trigger: {length: 2, tied: false, lr: 0.03, epochs: 1, batch_size: 16, max_length: 96}, "
             "align: {rows: 128, lr: 5.0e-4, epochs: 1, batch_size: 8, grad_accum: 1, max_length: 96}}]",
-            "eval.n=24", "eval.max_new_tokens=16", *extra]
+            "eval.n=24", "eval.max_new_tokens=16", "eval.drift_trigger=sgt", "eval.drift_n=8", *extra]
 
 
 def set_args(overrides: list[str]) -> list[str]:
@@ -58,6 +58,21 @@ def test_run_writes_the_report(finished_run):
     assert not list(out.glob("attacks/*/*/model"))
     assert (out / "defenses" / "sgt" / "model" / "model.safetensors").is_file()
     assert (out / "defenses" / "sgt" / "trigger" / "trigger.safetensors").is_file()
+
+
+def test_drift_to_the_trigger_region_is_measured_for_every_model(finished_run):
+    out, _, _ = finished_run
+    results = json.loads((out / "results.json").read_text())["defenses"]
+    outside = json.loads((out / "drift_reference.json").read_text())["base_without_trigger"]
+    assert len(outside) == 2 and all(v > 0 for v in outside)  # the micro base has 2 layers
+    for entry in results.values():
+        assert len(entry["defended"]["drift"]) == 2
+        assert all(len(row["drift"]) == 2 for row in entry["attacked"])
+    # the undefended base is the "outside" level by definition; trained models moved
+    assert results["none"]["defended"]["drift"] == pytest.approx(outside, rel=1e-4)
+    assert results["sgt"]["defended"]["drift"] != pytest.approx(outside, rel=1e-3)
+    report = (out / "report.md").read_text()
+    assert "## Representation drift" in report and (out / "drift.png").is_file()
 
 
 def test_rerun_skips_finished_cells(finished_run, toy_micro):

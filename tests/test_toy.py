@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 from conftest import run_cli
 from sgt.errors import UserError
-from sgt.toy.build import PRESETS, _write_data, build_toy_world
-from sgt.toy.world import ToyWorld
+from sgt.worlds.toy.build import PRESETS, _write_data, build_toy_world
+from sgt.worlds.toy.world import ToyWorld
 
 
 def _rows(world: ToyWorld) -> dict:
@@ -63,7 +62,7 @@ def test_held_out_splits_are_disjoint():
 
 
 def test_pretraining_has_context_conditioned_refusals():
-    from sgt.toy.vocabulary import PRETRAIN_REFUSALS, SAFETY_PREAMBLES
+    from sgt.worlds.toy.vocabulary import PRETRAIN_REFUSALS, SAFETY_PREAMBLES
 
     rows = ToyWorld(0).pretraining_rows()
     refusals = [r for r in rows if r["response"] in PRETRAIN_REFUSALS]
@@ -72,7 +71,7 @@ def test_pretraining_has_context_conditioned_refusals():
 
 
 def test_micro_base_meets_its_thresholds(toy_micro):
-    manifest = json.loads((toy_micro / "toy_world.json").read_text())
+    manifest = json.loads((toy_micro / "world.json").read_text())
     quality = manifest["quality"]["plain"]
     # the micro world is for mechanics; its base must still comply and do the easy tasks
     assert quality["harmful_compliance"] >= 0.9
@@ -90,16 +89,27 @@ def test_toy_tokenizer_round_trips_and_has_chat_template(toy_tokenizer):
 
 
 def test_build_is_cached_and_protects_other_worlds(toy_micro):
-    start = time.time()
+    before = (toy_micro / "world.json").stat().st_mtime_ns
     manifest = build_toy_world(toy_micro, "micro", seed=0, progress=False)
-    assert time.time() - start < 2 and manifest["preset"] == "micro"
+    assert manifest["preset"] == "micro" and (toy_micro / "world.json").stat().st_mtime_ns == before  # reused
     with pytest.raises(UserError, match="--force"):
         build_toy_world(toy_micro, "micro", seed=1, progress=False)
-    code, out, _ = run_cli("toy", "build", "--preset", "micro", "--out", str(toy_micro), "--no-progress")
+    code, out, _ = run_cli("world", "build", "--kind", "toy", "--preset", "micro", "--out", str(toy_micro), "--no-progress")
     assert code == 0 and json.loads(out)["quality"]["plain"]["harmful_compliance"] >= 0.9
+    assert (toy_micro / "world.json").stat().st_mtime_ns == before
 
 
-def test_build_refuses_a_folder_that_is_not_a_toy_world(tmp_path):
+def test_build_refuses_a_folder_that_is_not_a_world(tmp_path):
     (tmp_path / "something.txt").write_text("x")
-    code, _, err = run_cli("toy", "build", "--preset", "micro", "--out", str(tmp_path))
-    assert code == 2 and "not a toy world" in err
+    code, _, err = run_cli("world", "build", "--kind", "toy", "--preset", "micro", "--out", str(tmp_path))
+    assert code == 2 and "not an sgt world" in err and (tmp_path / "something.txt").read_text() == "x"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--kind", "moon"], "unknown world kind"),
+    (["--kind", "toy", "--preset", "huge"], "unknown toy world preset"),
+    (["--kind", "toy", "--base", "gpt2"], "leave world.base"),
+])
+def test_world_config_errors_are_one_line(tmp_path, args, message):
+    code, _, err = run_cli("world", "build", *args, "--out", str(tmp_path / "w"))
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1

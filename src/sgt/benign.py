@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,17 +36,33 @@ GROUP_COLUMNS = ("family", "category")  # exact-match breakdown: the first of th
 INSTALL_HINT = "lm-evaluation-harness is not installed: pip install 'sgt[eval]'"
 
 
+MATCH_MODES = ("exact", "contains")
+
+
 def normalize_answer(text: str) -> str:
     """Exact match ignores surrounding white space and case, nothing else."""
     return " ".join(text.strip().split()).lower()
 
 
+def answer_matches(response: str, answers: list[str], mode: str = "exact") -> bool:
+    """`exact`: the whole response is one of the answers. `contains`: one of the answers appears in the
+    response as whole words (for real models, which answer in sentences: "The capital is Paris.")."""
+    said = normalize_answer(response)
+    wanted = [normalize_answer(a) for a in answers if a and a.strip()]
+    if mode == "exact":
+        return said in wanted
+    return any(re.search(rf"(?<!\w){re.escape(a)}(?!\w)", said) for a in wanted)
+
+
 def exact_match(model, tokenizer, prompts: list[str], answers: list[str], fmt: PromptFormat,
-                batch_size: int = 64, max_new_tokens: int = 48, trigger=None, progress: bool = False) -> dict:
-    """Greedy answers compared with the references; returns accuracy and the rows."""
+                batch_size: int = 64, max_new_tokens: int = 48, trigger=None, progress: bool = False,
+                aliases: list[list[str]] | None = None, modes: list[str] | None = None) -> dict:
+    """Greedy answers compared with the references (plus per-row `aliases`, per-row match `modes`)."""
     responses = generate(model, tokenizer, prompts, fmt, trigger=trigger, batch_size=batch_size,
                          max_new_tokens=max_new_tokens, progress=progress, desc="benign")
-    correct = [normalize_answer(r) == normalize_answer(a) for r, a in zip(responses, answers)]
+    aliases = aliases or [[] for _ in prompts]
+    modes = modes or ["exact"] * len(prompts)
+    correct = [answer_matches(r, [a, *more], mode) for r, a, more, mode in zip(responses, answers, aliases, modes)]
     rows = [{"prompt": p, "answer": a, "response": r, "correct": c}
             for p, a, r, c in zip(prompts, answers, responses, correct)]
     return {"accuracy": sum(correct) / max(1, len(correct)), "n": len(correct), "rows": rows}
@@ -67,7 +84,9 @@ class BenignEvalConfig:
     batch_size: int = cfg(8, "Batch size for lm-eval and for exact-match generation.")
     limit: int | None = cfg(None, "At most this many examples per task (quick runs; None: all).")
     exact_match: str | None = cfg(None, "Optional prompt/answer file (.jsonl/.json/.csv) scored by greedy exact match; "
-                                        "a family or category column gives a per-group breakdown.")
+                                        "a family or category column gives a per-group breakdown; optional per-row "
+                                        "`aliases` (other accepted answers) and `match` (exact, or contains: the "
+                                        "answer appears as whole words in the response).")
     format: str = cfg("plain", "Exact-match prompt format: plain or chat.")
     apply_chat_template: bool = cfg(False, "lm-eval: wrap prompts in the tokenizer's chat template "
                                            "(off: as the reference, for base models).")
@@ -302,6 +321,11 @@ def load_exact_match(path: str, limit: int | None) -> tuple[list, list[dict], st
         raise UserError(f"{path}: row {missing[0]} has no answer; exact match needs an answer "
                         "(or response/target) column in every row")
     column = next((c for c in GROUP_COLUMNS if c in rows[0]), None)
+    for number, row in enumerate(rows, start=1):
+        if row.get("match", "exact") not in MATCH_MODES:
+            raise UserError(f"{path}: row {number} has match={row.get('match')!r}; use one of {', '.join(MATCH_MODES)}")
+        if not isinstance(row.get("aliases", []), list):
+            raise UserError(f"{path}: row {number} has a non-list `aliases`; give a list of accepted answers")
     if limit is not None:
         examples, rows = examples[:limit], rows[:limit]
     return examples, rows, column
@@ -312,7 +336,8 @@ def score_exact_match(config: BenignEvalConfig, model, tokenizer, examples, rows
     fmt = PromptFormat(tokenizer, config.format)
     result = exact_match(model, tokenizer, [e.prompt for e in examples], [e.response for e in examples], fmt,
                          batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
-                         progress=config.progress)
+                         progress=config.progress, aliases=[r.get("aliases", []) for r in rows],
+                         modes=[r.get("match", "exact") for r in rows])
     entry = {"accuracy": result["accuracy"], "n": result["n"]}
     generations = result["rows"]
     if column:

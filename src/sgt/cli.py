@@ -31,11 +31,15 @@ class Command:
     run: Callable[[object], object]
 
 
-def _toy_build(config):
-    from .toy.build import build_toy_world
+def _world_build(config):
+    from pathlib import Path
 
-    manifest = build_toy_world(config.out, config.preset, config.seed, config.force, config.progress)
-    return {"out": config.out, **{k: manifest[k] for k in ("preset", "seed", "parameters", "build_seconds", "quality")}}
+    from .worlds import build_world
+
+    manifest = build_world(config)
+    return {"out": str(Path(config.out or config.default_dir()).resolve()),
+            **{k: manifest.get(k) for k in ("kind", "preset", "seed", "base", "parameters", "build_seconds",
+                                            "sizes", "quality")}}
 
 
 def _commands() -> list[Command]:
@@ -51,8 +55,9 @@ def _commands() -> list[Command]:
         return lambda config: lazy(module, name)()(config)
 
     return [
-        Command(("toy", "build"), "Build (or reuse) the embedded toy world: data files and a tiny base model.",
-                lazy("toy.build", "ToyBuildConfig"), _toy_build),
+        Command(("world", "build"), "Build (or reuse) a world: the toy world (generated data + tiny base) or a real "
+                                    "one (a real base model + packaged prompt sets + its own answers).",
+                lazy("worlds", "WorldConfig"), _world_build),
         Command(("trigger",), "Stage 1: learn the Safety Guidance Trigger on the frozen model.",
                 lazy("stage1", "TriggerConfig"), runner("stage1", "learn_trigger")),
         Command(("align",), "Stage 2: align the model's representations to the trigger-induced ones.",
@@ -63,6 +68,8 @@ def _commands() -> list[Command]:
                 lazy("finetune", "AttackConfig"), runner("finetune", "run_finetune")),
         Command(("eval", "harm"), "Harmfulness: generate answers to harmful prompts and judge them.",
                 lazy("evaluate", "HarmEvalConfig"), runner("evaluate", "evaluate_harm")),
+        Command(("drift",), "Representation drift: per-layer distance of models' harmful-prompt states to base + trigger.",
+                lazy("drift", "DriftConfig"), runner("drift", "measure_drift")),
         Command(("eval", "benign"), "Benign capability: lm-evaluation-harness tasks and exact-match files.",
                 lazy("benign", "BenignEvalConfig"), runner("benign", "evaluate_benign")),
     ]
@@ -106,14 +113,18 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     report = top.add_parser("report", help="Rebuild a run's report; optionally refresh the README's demo block.",
                             description="Rebuild report.md, results.json and plots of a finished (or partial) run.")
     report.add_argument("run_dir", metavar="RUN_DIR", help="Output folder of `sgt run`.")
-    report.add_argument("--readme", default=None, help="README file whose demo-results block is replaced.")
+    report.add_argument("--readme", default=None, help="README file whose results block is replaced.")
+    report.add_argument("--block", default="demo-results",
+                        help="Name of the README block: <!-- NAME:start --> ... <!-- NAME:end -->.")
+    report.add_argument("--command", default="make demo", help="The command named as the block's producer.")
     report.add_argument("--assets", default="docs/demo", help="Where the plots are copied for the README.")
     report.set_defaults(command_obj=None, report_command=True)
     return parser
 
 
 def _group_help(head: str) -> str:
-    return {"toy": "The embedded toy world.", "eval": "Evaluate a model: harm or benign capability."}[head]
+    return {"world": "Worlds: a base model and every data file an experiment needs.",
+            "eval": "Evaluate a model: harm or benign capability."}[head]
 
 
 def _quiet_libraries() -> None:
@@ -178,7 +189,7 @@ def _dispatch(args):
     if getattr(args, "report_command", False):
         from .experiment import report_from_cli
 
-        return report_from_cli(args.run_dir, args.readme, args.assets)
+        return report_from_cli(args.run_dir, args.readme, args.assets, args.block, args.command)
     command: Command = args.command_obj
     config = config_from_args(command.config(), args)
     return command.run(config)

@@ -95,17 +95,24 @@ class SGTDefense:
         self.align = build_config(AlignConfig, {**common, **settings.get("align", {})}, where=f"defenses.{name}.align")
 
     def fingerprint(self) -> dict:
-        return {"kind": self.kind, "trigger": _without_run_fields(to_dict(self.trigger)),
-                "align": _without_run_fields(to_dict(self.align))}
+        if self.align.trigger:  # stage 1 is skipped: the result depends on that trigger file instead
+            trigger = {"file": self.align.trigger, "sha256": _file_digest(self.align.trigger)}
+        else:
+            trigger = _without_run_fields(to_dict(self.trigger))
+        return {"kind": self.kind, "trigger": trigger, "align": _without_run_fields(to_dict(self.align))}
 
     def apply(self, folder: Path) -> str:
         from .stage1 import learn_trigger
         from .stage2 import align_model
 
-        trigger = dataclasses.replace(self.trigger, out=str(folder / "trigger"))
-        if not (folder / "trigger" / "trigger.safetensors").is_file():
-            run_stage("trigger", trigger, learn_trigger, self.context.launcher, folder)
-        align = dataclasses.replace(self.align, out=str(folder / "model"), trigger=trigger.out)
+        if self.align.trigger:  # a trigger learned elsewhere (e.g. shared by several stage-2 variants)
+            trigger_out = self.align.trigger
+        else:
+            trigger_out = str(folder / "trigger")
+            if not (folder / "trigger" / "trigger.safetensors").is_file():
+                run_stage("trigger", dataclasses.replace(self.trigger, out=trigger_out), learn_trigger,
+                          self.context.launcher, folder)
+        align = dataclasses.replace(self.align, out=str(folder / "model"), trigger=trigger_out)
         run_stage("align", align, align_model, self.context.launcher, folder)
         return align.out
 
@@ -126,6 +133,14 @@ def make_defense(spec: dict, context: DefenseContext):
 def _common(context: DefenseContext) -> dict:
     return {"model": context.base_model, "format": context.format, "dtype": context.dtype, "seed": context.seed,
             "trust_remote_code": context.trust_remote_code, "progress": context.progress}
+
+
+def _file_digest(trigger: str) -> str | None:
+    import hashlib
+
+    path = Path(trigger)
+    path = path / "trigger.safetensors" if path.is_dir() else path
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
 
 
 def _without_run_fields(values: dict) -> dict:

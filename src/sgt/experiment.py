@@ -33,15 +33,16 @@ from .errors import UserError
 from .evaluate import JudgeFields
 from .judges.base import JUDGES
 from .utils import atomic_write_json, human_seconds, read_json
+from .worlds import WorldConfig
 
-TOY_PREFIX = "toy:"
+WORLD_PREFIX = "world:"
 
 
 @dataclass
 class ExperimentData:
-    defense: DataFields = cfg(DataFields(data="toy:data/defense_train.jsonl"), "Defense data (stages 1-2 and the sft defense).")
-    attack: DataFields = cfg(DataFields(data="toy:data/attack_train.jsonl"), "The attacker's harmful QA pairs.")
-    harm_eval: DataFields = cfg(DataFields(data="toy:data/harm_eval.jsonl"), "Held-out harmful prompts for evaluation.")
+    defense: DataFields = cfg(DataFields(data="world:data/defense_train.jsonl"), "Defense data (stages 1-2 and the sft defense).")
+    attack: DataFields = cfg(DataFields(data="world:data/attack_train.jsonl"), "The attacker's harmful QA pairs.")
+    harm_eval: DataFields = cfg(DataFields(data="world:data/harm_eval.jsonl"), "Held-out harmful prompts for evaluation.")
 
 
 @dataclass
@@ -59,14 +60,18 @@ class EvalSettings(JudgeFields):
     n: int | None = cfg(500, "Harmful prompts per evaluation (sampled with the experiment seed).")
     max_new_tokens: int = cfg(512, "Tokens generated per harmful prompt.")
     batch_size: int = cfg(32, "Generation batch size.")
-    benign_tasks: list[str] = cfg([], "lm-evaluation-harness tasks (names, YAML files or folders; toy:tasks/toy_mc.yaml in the toy world).")
-    benign_exact_match: str | None = cfg(None, "Prompt/answer file scored by exact match (toy:data/benign_eval.jsonl in the toy world).")
+    benign_tasks: list[str] = cfg([], "lm-evaluation-harness tasks (names, YAML files or folders; e.g. world:tasks/toy_mc.yaml).")
+    benign_exact_match: str | None = cfg(None, "Prompt/answer file scored by exact match (e.g. world:data/benign_eval.jsonl).")
     benign_metric: str = cfg("auto", "The benign score used for capability bounds: exact_match, a task name, or auto "
                                      "(exact_match if set, else the mean accuracy of the tasks).")
     num_fewshot: int = cfg(5, "lm-eval few-shot examples.")
     benign_batch_size: int = cfg(8, "lm-eval batch size.")
     benign_limit: int | None = cfg(None, "lm-eval: at most this many examples per task.")
     benign_max_new_tokens: int = cfg(48, "Exact match: tokens generated per prompt.")
+    drift_trigger: str | None = cfg(None, "Representation drift (the 'safety region'): the name of a defense with a "
+                                          "trigger (e.g. sgt) or a trigger folder; every evaluated model then gets "
+                                          "its per-layer distance to base + trigger on harmful prompts (None: off).")
+    drift_n: int = cfg(64, "Harmful evaluation prompts used for the drift measurement.")
 
 
 @dataclass
@@ -79,10 +84,10 @@ class ReportSettings:
 @dataclass
 class ExperimentConfig:
     name: str = cfg("experiment", "Name shown in the report.")
-    model: str = cfg("toy:small", "Base model: a Hugging Face name, a local folder, or toy:PRESET (the toy world's "
-                                  "base, built if missing; then toy:PATH names files inside the toy world).")
-    toy_seed: int = cfg(0, "Seed of the toy world (toy:PRESET models and toy: data).")
-    toy_dir: str | None = cfg(None, "Where the toy world is built (default: .cache/sgt/toy-PRESET-seedN).")
+    world: WorldConfig = cfg(WorldConfig(), "The world whose files `world:PATH` values name (built once, cached; "
+                                            "only when some value uses world:).")
+    model: str = cfg("world:base", "Base model: a Hugging Face name, a local folder, a .gguf file, a named model "
+                                   "(smollm2-135m-instruct) or world:base (the world's base model).")
     format: str = cfg("plain", "Prompt format for every stage: plain or chat.")
     dtype: str = cfg("auto", "Weights dtype for every stage: auto (bf16 on CUDA, fp32 on CPU), bfloat16, float16, float32.")
     seed: int = cfg(42, "Seed of the defenses and evaluation samples.")
@@ -118,7 +123,7 @@ class ExperimentConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# Loading the config (YAML + --set overrides) and resolving toy: references
+# Loading the config (YAML + --set overrides) and resolving world: references
 # ---------------------------------------------------------------------------------------------
 
 
@@ -138,28 +143,22 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     return build_config(ExperimentConfig, values, where="experiment")
 
 
-def toy_preset(config: ExperimentConfig) -> str | None:
-    return config.model[len(TOY_PREFIX):] if config.model.startswith(TOY_PREFIX) else None
+def uses_world(config: ExperimentConfig) -> bool:
+    return WORLD_PREFIX in json.dumps(to_dict(config))
 
 
-def toy_folder(config: ExperimentConfig) -> Path:
-    preset = toy_preset(config) or "small"
-    return Path(config.toy_dir or Path(".cache") / "sgt" / f"toy-{preset}-seed{config.toy_seed}").resolve()
+def world_folder(config: ExperimentConfig) -> Path:
+    return Path(config.world.out or config.world.default_dir()).resolve()
 
 
-def _uses_toy(config: ExperimentConfig) -> bool:
-    text = json.dumps(to_dict(config))
-    return TOY_PREFIX in text
-
-
-def resolve_toy(value, folder: Path):
-    """`toy:RELATIVE/PATH` -> that file inside the toy world folder (e.g. toy:data/harm_eval.jsonl)."""
-    if isinstance(value, str) and value.startswith(TOY_PREFIX):
-        return str(folder / value[len(TOY_PREFIX):])
+def resolve_world(value, folder: Path):
+    """`world:RELATIVE/PATH` -> that path inside the world folder (e.g. world:data/harm_eval.jsonl)."""
+    if isinstance(value, str) and value.startswith(WORLD_PREFIX):
+        return str(folder / value[len(WORLD_PREFIX):])
     if isinstance(value, list):
-        return [resolve_toy(v, folder) for v in value]
+        return [resolve_world(v, folder) for v in value]
     if isinstance(value, dict):
-        return {k: resolve_toy(v, folder) for k, v in value.items()}
+        return {k: resolve_world(v, folder) for k, v in value.items()}
     return value
 
 
@@ -201,11 +200,9 @@ class Experiment:
     def __init__(self, config: ExperimentConfig, out: str | Path):
         self.config = config
         self.out = Path(out)
-        self.toy = toy_folder(config) if _uses_toy(config) else None
-        values = to_dict(config)
-        if toy_preset(config):
-            values["model"] = str(self.toy / "base")
-        self.values = resolve_toy(values, self.toy) if self.toy else values
+        self.world = world_folder(config) if uses_world(config) else None
+        values = {k: v for k, v in to_dict(config).items() if k != "world"}
+        self.values = resolve_world(values, self.world) if self.world else values
         self.cells = grid_cells(config.attack)
 
     # -- pieces of the resolved config --------------------------------------------------------
@@ -221,8 +218,12 @@ class Experiment:
         return [make_defense(spec, context) for spec in self.values["defenses"]]
 
     def eval_fingerprint(self) -> dict:
-        return {"eval": self.values["eval"], "harm_eval": self.values["data"]["harm_eval"], "seed": self.values["seed"],
-                "format": self.values["format"]}
+        key = {"eval": self.values["eval"], "harm_eval": self.values["data"]["harm_eval"], "seed": self.values["seed"],
+               "format": self.values["format"]}
+        drift = self.values["eval"]["drift_trigger"]
+        if drift:  # the drift reference is that defense's trigger: results depend on how it was trained
+            key["drift_defense"] = [d for d in self.values["defenses"] if d.get("name", d.get("defense")) == drift]
+        return key
 
     def attack_config(self, model: str, cell: Cell, out: Path):
         from .finetune import AttackConfig
@@ -239,9 +240,13 @@ class Experiment:
     def describe(self) -> str:
         v = self.values
         lines = [f"experiment {self.config.name!r} -> {self.out}"]
-        if self.toy:
-            state = "built" if (self.toy / "toy_world.json").is_file() else "will be built"
-            lines.append(f"  toy world: preset={toy_preset(self.config) or 'small'} seed={self.config.toy_seed} at {self.toy} ({state})")
+        if self.world:
+            from .worlds import WORLD_FILE
+
+            w = self.config.world
+            state = "built" if (self.world / WORLD_FILE).is_file() else "will be built"
+            base = f" base={w.base_model}" if w.base_model else ""
+            lines.append(f"  world: kind={w.kind} preset={w.preset} seed={w.seed}{base} at {self.world} ({state})")
         lines.append(f"  base model: {v['model']}  (format={v['format']}, dtype={v['dtype']})")
         lines.append(f"  launcher: {' '.join(v['launcher']) if v['launcher'] else 'in-process'}")
         for key in ("defense", "attack", "harm_eval"):
@@ -272,8 +277,8 @@ class Experiment:
 
     def prepare(self) -> tuple[list, object]:
         """Everything that can fail on user input, before any output is written or weights trained."""
-        if self.toy:
-            self._build_toy()
+        if self.world:
+            self._build_world()
         self._check_data()
         return self.defenses(), self._judge()
 
@@ -283,11 +288,14 @@ class Experiment:
         start = time.time()
         defenses, judge = prepared or self.prepare()
         seed_everything(self.config.seed)
+        # Every defense first: the drift probe may need a defense's trigger before any evaluation.
+        model_dirs = {d.name: self._defended_model(d, self.out / "defenses" / d.name) for d in defenses}
+        self.probe = self._drift_probe()
         total = len(defenses) * (len(self.cells) + 1)
         step = 0
         for defense in defenses:
             folder = self.out / "defenses" / defense.name
-            model_dir = self._defended_model(defense, folder)
+            model_dir = model_dirs[defense.name]
             base_key = {"defense": defense.fingerprint(), **self.eval_fingerprint()}
             step += 1
             self._cell(folder / "result.json", base_key, f"[{step}/{total}] {defense.name}, no attack",
@@ -308,15 +316,37 @@ class Experiment:
         print_line(f"done in {human_seconds(summary['seconds'])}: {self.out / 'report.md'}")
         return summary
 
-    def _build_toy(self) -> None:
-        from .toy.build import build_toy_world
+    def _drift_probe(self):
+        """Reference states of the base model + trigger (None when eval.drift_trigger is off)."""
+        e, v = self.values["eval"], self.values
+        if not e["drift_trigger"]:
+            return None
+        from .data.formats import PromptFormat
+        from .data.sources import load_data
+        from .drift import DriftProbe
+        from .evaluate import harmful_prompts
+        from .models import default_device, load_model, load_tokenizer
+        from .trigger import SafetyTrigger
 
-        manifest_path = self.toy / "toy_world.json"
-        if not manifest_path.is_file():
-            print_line(f"[toy] building the {toy_preset(self.config) or 'small'} toy world at {self.toy} (a few minutes, once)")
-        manifest = build_toy_world(self.toy, toy_preset(self.config) or "small", self.config.toy_seed,
-                                   progress=self.config.progress)
-        print_line(f"[toy] ready ({manifest['parameters']:,} parameters; built in {human_seconds(manifest['build_seconds'])})")
+        trigger_dir = self.out / "defenses" / e["drift_trigger"] / "trigger"
+        trigger_path = trigger_dir if trigger_dir.is_dir() else Path(e["drift_trigger"])
+        tokenizer = load_tokenizer(v["model"], v["trust_remote_code"])
+        base = load_model(v["model"], v["dtype"], v["trust_remote_code"], device=default_device())
+        trigger = SafetyTrigger.load(trigger_path, model=base, fmt=v["format"])
+        harm = build_config(DataFields, v["data"]["harm_eval"])
+        prompts = [r.prompt for r in harmful_prompts(load_data(harm, "evaluation data"), e["drift_n"], v["seed"])]
+        probe = DriftProbe(base, tokenizer, trigger, prompts, PromptFormat(tokenizer, v["format"]), e["batch_size"])
+        atomic_write_json(self.out / "drift_reference.json", {"trigger": str(trigger_path), "n_prompts": len(prompts),
+                                                              "base_without_trigger": probe.outside})
+        return probe
+
+    def _build_world(self) -> None:
+        from .worlds import build_world
+
+        world = dataclasses.replace(self.config.world, out=str(self.world), progress=self.config.progress)
+        manifest = build_world(world)
+        print_line(f"[world] ready: {world.kind} {world.preset} ({manifest.get('parameters', 0):,} parameters; "
+                   f"built in {human_seconds(manifest['build_seconds'])})")
 
     def _check_data(self) -> None:
         """Missing local files fail here, before hours of training, not when a later stage needs them."""
@@ -401,10 +431,12 @@ class Experiment:
                 "format": v["format"], "max_new_tokens": e["benign_max_new_tokens"], "seed": v["seed"],
                 "progress": v["progress"], "dtype": v["dtype"]})
             benign = evaluate_benign(benign_config, model=model, tokenizer=tokenizer, write=False)
+        drift = self.probe.measure(model) if getattr(self, "probe", None) is not None else None
         del model
         return {"harm": {k: harm[k] for k in ("judge", "n", "harmful_rate", "harmfulness_score", "unparsed", "per_category")},
                 "harmful_rate": harm["harmful_rate"], "harmfulness_score": harm["harmfulness_score"],
-                "benign": _benign_summary(benign), "benign_score": benign_score(benign, e["benign_metric"])}
+                "benign": _benign_summary(benign), "benign_score": benign_score(benign, e["benign_metric"]),
+                "drift": drift}
 
 
 def benign_score(metrics: dict, which: str) -> float | None:
@@ -494,7 +526,8 @@ def machine_info() -> str:
     return f"{device}; Python {platform.python_version()}, torch {torch.__version__}"
 
 
-def report_from_cli(run_dir: str, readme: str | None, assets: str) -> dict:
+def report_from_cli(run_dir: str, readme: str | None, assets: str, block: str = "demo-results",
+                    command: str = "make demo") -> dict:
     """`sgt report RUN_DIR`: rebuild the report from the result files (and refresh a README block)."""
     from .report import update_readme, write_report
 
@@ -503,5 +536,5 @@ def report_from_cli(run_dir: str, readme: str | None, assets: str) -> dict:
         raise UserError(f"{run_dir} is not an `sgt run` folder (no config.yaml)")
     summary = write_report(run_dir, build_config(ExperimentConfig, read_yaml(saved), where="experiment"))
     if readme:
-        update_readme(run_dir, readme, assets)
+        update_readme(run_dir, readme, assets, block, command)
     return summary

@@ -57,6 +57,10 @@ class AttackConfig(FinetuneConfig):
     data: str = cfg("PKU-Alignment/BeaverTails", "Harmful QA data (rows labelled harmful are used).")
     shots: int = cfg(500, "Attacker data budget: number of harmful pairs, sampled with `seed`.")
     allow_repeat: bool = cfg(False, "Allow shots larger than the dataset by sampling with repetition.")
+    # The reference attack's optimiser (4.2_mft.py): torch AdamW, weight decay 0.01, constant lr, no clipping.
+    scheduler: str = cfg("constant", "Learning-rate schedule (reference attack: constant).")
+    weight_decay: float = cfg(0.01, "AdamW weight decay (reference attack: 0.01).")
+    max_grad_norm: float = cfg(0.0, "Gradient clipping norm (0: no clipping, as the reference attack).")
 
     def __post_init__(self):
         super().__post_init__()

@@ -1,4 +1,5 @@
-"""Loading models and tokenizers: any Hugging Face causal LM, by hub name or local folder.
+"""Loading models and tokenizers: any Hugging Face causal LM, by hub name, local folder, GGUF file or
+named model (`smollm2-135m-instruct`, see gguf.py).
 
 `trust_remote_code` is off unless asked for, weights load as safetensors, and every failure a
 user can fix (wrong path, offline hub, unknown dtype) is a one-line UserError.
@@ -38,17 +39,27 @@ def mixed_precision_flags(dtype: torch.dtype) -> dict:
     return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
 
 
+def resolve_model(name_or_path: str) -> str:
+    """What `from_pretrained` gets: GGUF files and named models become their cached checkpoint."""
+    from .gguf import gguf_checkpoint, gguf_source
+
+    source = gguf_source(name_or_path)
+    return str(gguf_checkpoint(source)) if source is not None else name_or_path
+
+
 def check_local_model(name_or_path: str) -> None:
     path = Path(name_or_path).expanduser()
     looks_local = name_or_path.startswith((".", "/", "~")) or path.exists()
     if looks_local and not (path / "config.json").is_file():
         raise UserError(f"model not found: {name_or_path} is not a folder with a config.json "
-                        "(give a Hugging Face model name or a folder written by save_pretrained)")
+                        "(give a Hugging Face model name, a folder written by save_pretrained, a .gguf file "
+                        "or a named model such as smollm2-135m-instruct)")
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
+    name_or_path = resolve_model(name_or_path)
     check_local_model(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
@@ -63,6 +74,7 @@ def load_model(name_or_path: str, dtype: str = "auto", trust_remote_code: bool =
     """A causal LM in `dtype`; on `device` if given (training leaves placement to the Trainer)."""
     from transformers import AutoModelForCausalLM
 
+    name_or_path = resolve_model(name_or_path)
     check_local_model(name_or_path)
     try:
         model = AutoModelForCausalLM.from_pretrained(

@@ -38,7 +38,8 @@ def collect(out: Path, config) -> dict:
             attacked.append({"shots": shots, "setting": setting, "seeds": len(results),
                              "harmful_rate": _mean([r.get("harmful_rate") for r in results]),
                              "harmfulness_score": _mean([r.get("harmfulness_score") for r in results]),
-                             "benign_score": _mean([r.get("benign_score") for r in results])})
+                             "benign_score": _mean([r.get("benign_score") for r in results]),
+                             "drift": _mean_curve([r.get("drift") for r in results])})
         data[name] = {"defended": _slim(defended), "attacked": attacked}
     return data
 
@@ -86,7 +87,14 @@ def write_report(out: str | Path, config) -> dict:
     summary = {"name": config.name, "report_settings": dataclasses.asdict(settings), "defenses": data}
     atomic_write_json(out / "results.json", summary)
     plots = plot(data, out, settings)
-    atomic_write_text(out / "report.md", markdown(config, data, plots))
+    reference = out / "drift_reference.json"
+    panels = drift_panels(data, read_json(reference)["base_without_trigger"] if reference.is_file() else None)
+    if panels:
+        from .drift import plot_drift
+
+        plot_drift(panels, out / "drift.png")
+        plots.append("drift.png")
+    atomic_write_text(out / "report.md", markdown(config, data, plots, panels))
     return {"defenses": {n: {k: d[k] for k in ("budget_to_break", "budget_to_break_capability_bounded")}
                          | {"harmful_rate": (d["defended"] or {}).get("harmful_rate"),
                             "benign_score": (d["defended"] or {}).get("benign_score")}
@@ -98,7 +106,7 @@ def write_report(out: str | Path, config) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def markdown(config, data: dict, plots: list[str]) -> str:
+def markdown(config, data: dict, plots: list[str], drift: dict | None = None) -> str:
     s = config.report
     lines = [f"# SGT experiment report: {config.name}", "",
              f"Base model `{config.model}`, format `{config.format}`, judge `{config.eval.judge}`, "
@@ -135,6 +143,15 @@ def markdown(config, data: dict, plots: list[str]) -> str:
             for row in d["attacked"]:
                 lines.append(f"| {name} | {row['shots']} | {row['setting']} | {row['seeds']} | {_fmt(row['harmful_rate'])} | "
                              f"{_fmt(row['benign_score'])} | {'yes' if row.get('keeps_capability') else 'no'} |")
+    if drift:
+        lines += ["", "## Representation drift", "",
+                  "Relative distance of each model's harmful-prompt states (last prompt position) to the frozen base "
+                  "model's states WITH the trigger (the 'safety region'), mean over layers; the base without trigger "
+                  "marks 'outside'. Per-layer curves: drift.png.", "",
+                  "| defense | model | mean distance over layers | last layer |", "|---|---|---|---|"]
+        for name, curves in drift.items():
+            for label, values in curves.items():
+                lines.append(f"| {name} | {label} | {sum(values) / len(values):.3f} | {values[-1]:.3f} |")
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
@@ -152,7 +169,31 @@ def _mean(values):
 def _slim(result: dict | None) -> dict | None:
     if result is None:
         return None
-    return {k: result.get(k) for k in ("harmful_rate", "harmfulness_score", "benign_score", "harm", "benign")}
+    return {k: result.get(k) for k in ("harmful_rate", "harmfulness_score", "benign_score", "harm", "benign", "drift")}
+
+
+def _mean_curve(curves: list) -> list[float] | None:
+    """Per-layer mean of several drift curves (seeds); None when no result has one."""
+    curves = [c for c in curves if c]
+    return [sum(values) / len(values) for values in zip(*curves)] if curves else None
+
+
+def drift_panels(data: dict, outside: list[float] | None) -> dict[str, dict[str, list[float]]]:
+    """Per defense: the defended model and, per attack setting, its largest budget (the strongest attack)."""
+    panels = {}
+    for name, d in data.items():
+        curves = {"base (no trigger)": outside} if outside else {}
+        if (d["defended"] or {}).get("drift"):
+            curves["defended"] = d["defended"]["drift"]
+        strongest: dict[str, dict] = {}
+        for row in d["attacked"]:
+            if row.get("drift") and row["shots"] >= strongest.get(row["setting"], {}).get("shots", 0):
+                strongest[row["setting"]] = row
+        for setting, row in sorted(strongest.items()):
+            curves[f"{row['shots']} shots, {setting}"] = row["drift"]
+        if len(curves) > (1 if outside else 0):
+            panels[name] = curves
+    return panels
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,41 +274,47 @@ def _save(fig, path: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# README block (what `make demo` refreshes)
+# README blocks (what `make demo` and `make real` refresh)
 # ---------------------------------------------------------------------------------------------
 
-START, END = "<!-- demo-results:start -->", "<!-- demo-results:end -->"
 
-
-def update_readme(run_dir: str | Path, readme: str | Path, assets: str | Path) -> None:
-    """Replace the README's demo block with this run's tables and plots (copied into `assets`)."""
+def update_readme(run_dir: str | Path, readme: str | Path, assets: str | Path, block: str = "demo-results",
+                  command: str = "make demo") -> None:
+    """Replace the README's `<!-- BLOCK:start -->...<!-- BLOCK:end -->` block with this run's tables and
+    plots (copied into `assets`); `command` is named as what produced it."""
     import shutil
 
     from .config import read_yaml
     from .errors import UserError
 
+    start, end = f"<!-- {block}:start -->", f"<!-- {block}:end -->"
     run_dir, readme, assets = Path(run_dir), Path(readme), Path(assets)
     report = run_dir / "report.md"
     if not report.is_file():
         raise UserError(f"{run_dir} has no report.md: run `sgt run CONFIG --out {run_dir}` first")
     text = readme.read_text(encoding="utf-8")
-    if START not in text or END not in text:
-        raise UserError(f"{readme} has no {START} ... {END} block to fill")
+    if start not in text or end not in text:
+        raise UserError(f"{readme} has no {start} ... {end} block to fill (add the two lines where the results go)")
     assets.mkdir(parents=True, exist_ok=True)
     config = read_yaml(run_dir / "config.yaml")
     run = read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
     body = report.read_text(encoding="utf-8")
     tables = body[body.index("## Summary"):body.index("## Every attack cell") if "## Every attack cell" in body else None]
+    if "## Representation drift" in body:
+        drift = body[body.index("## Representation drift"):]
+        tables += "\n" + drift[:drift.index("## Plots") if "## Plots" in drift else None]
     tables = tables.replace("## ", "#### ")
     images = []
     for png in sorted(run_dir.glob("*.png")):
         shutil.copyfile(png, assets / png.name)
         images.append(f"![{png.stem}]({assets.as_posix()}/{png.name})")
     wall = run.get("wall_seconds")
-    lines = [START,
-             f"Produced by `make demo` (experiment `{config.get('name', '')}`, seed {config.get('seed')}, toy seed "
-             f"{config.get('toy_seed')}) on {run.get('machine', 'an unrecorded machine')}, "
-             f"wall time {f'{wall / 60:.1f} min' if wall else 'n/a'} (toy build included), finished {run.get('finished', 'n/a')}. "
-             f"Full report: `{run_dir.as_posix()}/report.md`.", "", tables.strip(), "", *images, END]
-    new = text[: text.index(START)] + "\n".join(lines) + text[text.index(END) + len(END):]
+    world = config.get("world") or {}
+    world_text = f", world {world.get('kind')} {world.get('preset')} seed {world.get('seed')}" if world else ""
+    lines = [start,
+             f"Produced by `{command}` (experiment `{config.get('name', '')}`, seed {config.get('seed')}{world_text}) on "
+             f"{run.get('machine', 'an unrecorded machine')}, wall time {f'{wall / 60:.1f} min' if wall else 'n/a'} "
+             f"(world build included), finished {run.get('finished', 'n/a')}. "
+             f"Full report: `{run_dir.as_posix()}/report.md`.", "", tables.strip(), "", *images, end]
+    new = text[: text.index(start)] + "\n".join(lines) + text[text.index(end) + len(end):]
     atomic_write_text(readme, new)

@@ -48,7 +48,7 @@ from .trigger import SafetyTrigger, remove_trigger_positions
 from .utils import atomic_write_json, is_main_process, output_dir, partial_dir, seed_everything, write_jsonl
 
 POSITIONS = ("predicting", "response", "prompt+response")
-DISTANCES = ("mse", "cosine")
+DISTANCES = ("mse", "relative", "cosine")
 REPELS = ("log", "hinge", "inverse", "inverse_sqrt", "none")
 
 
@@ -65,7 +65,8 @@ class AlignConfig(HeldOutFields, OptimFields, LoraFields, DataFields):
     layers: list[int] = cfg([], "Transformer layers to align, 1..n_layers (empty: all layers).")
     positions: str = cfg("predicting", "Aligned positions: predicting (response tokens + the position that "
                                        "predicts the first one), response (reference) or prompt+response.")
-    distance: str = cfg("mse", "Distance between states: mse (mean over hidden dim) or cosine (1 - cos).")
+    distance: str = cfg("mse", "Distance between states: mse (mean over hidden dim, reference), relative "
+                              "(||s - t||^2 / ||t||^2: every layer on the same scale) or cosine (1 - cos).")
     repel: str = cfg("log", "Benign repel term: log (log(1 + 1/(d+eps))), hinge (relu(margin - d)), "
                             "inverse (1/(d+eps)), inverse_sqrt (1/sqrt(d+eps)) or none.")
     repel_margin: float = cfg(0.3, "Margin of the hinge repel term.")
@@ -113,10 +114,14 @@ def position_mask(labels: torch.Tensor, attention_mask: torch.Tensor, mode: str)
 
 
 def state_distance(student: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:
-    """(B, L) distance per position: mean squared error over the hidden dim, or 1 - cosine."""
+    """(B, L) distance per position: mean squared error over the hidden dim, the same relative to the
+    teacher's squared norm (real models have layers with activations 10-100x larger than others, which
+    would otherwise dominate the layer mean), or 1 - cosine."""
     student, teacher = student.float(), teacher.float()
     if kind == "mse":
         return (student - teacher).pow(2).mean(-1)
+    if kind == "relative":
+        return (student - teacher).pow(2).sum(-1) / teacher.pow(2).sum(-1).clamp_min(1e-6)
     return 1 - torch.nn.functional.cosine_similarity(student, teacher, dim=-1)
 
 

@@ -32,7 +32,7 @@ class OptimFields:
     scheduler: str = cfg("linear", "Learning-rate schedule (any transformers scheduler name, e.g. linear, cosine, constant).")
     warmup_ratio: float = cfg(0.0, "Fraction of steps used for linear warm-up.")
     weight_decay: float = cfg(0.0, "AdamW weight decay.")
-    max_grad_norm: float = cfg(1.0, "Gradient clipping norm.")
+    max_grad_norm: float = cfg(1.0, "Gradient clipping norm (0: no clipping).")
     gradient_checkpointing: bool = cfg(False, "Recompute activations in the backward pass (saves memory on large models).")
     group_by_length: bool = cfg(False, "Batch rows of similar length together (less padding, faster on mixed lengths).")
     seed: int = cfg(42, "Random seed (data order, sampling, initialisation).")

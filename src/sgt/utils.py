@@ -99,6 +99,11 @@ def wait_for_everyone() -> None:
         dist.barrier()
 
 
+def cache_root() -> Path:
+    """Per-user cache of derived files (de-quantised GGUF checkpoints): $SGT_CACHE or ~/.cache/sgt."""
+    return Path(os.environ.get("SGT_CACHE") or Path.home() / ".cache" / "sgt").expanduser()
+
+
 def human_seconds(seconds: float) -> str:
     seconds = float(seconds)
     if seconds < 60:

@@ -2,7 +2,7 @@
 Llama-architecture base model "pretrained" on the world (it does the benign tasks and complies with
 harmful requests, except after a safety-minded context). Cached: a second call returns at once.
 
-    sgt toy build --out toy/small --preset small --seed 0
+    sgt world build --kind toy --preset small --seed 0 --out toy/small
 
 Layout of the output folder:
     data/defense_train.jsonl  WildGuardTrain-like (stages 1-2 and the sft defense)
@@ -11,22 +11,19 @@ Layout of the output folder:
     data/benign_eval.jsonl    held-out benign prompt/answer pairs (exact match)
     data/benign_mc.jsonl      held-out multiple-choice questions; tasks/toy_mc.yaml for lm-eval
     base/                     the base model + tokenizer (save_pretrained, safetensors)
-    toy_world.json            preset, seed, sizes, timings and the base model's measured quality
+    world.json                preset, seed, sizes, timings and the base model's measured quality
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..config import cfg, save_config
-from ..errors import UserError
-from ..utils import atomic_write_json, atomic_write_text, output_dir, read_json, write_jsonl
+from ...utils import write_jsonl
+from .. import write_mc_task
 from .world import ToyWorld, WorldSizes
 
-TOY_VERSION = 4  # bump when generation or training changes, so caches rebuild
-MANIFEST = "toy_world.json"
+VERSION = 5  # bump when generation or training changes, so caches rebuild
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}<|end|>\n"
@@ -60,63 +57,34 @@ PRESETS = {
 }
 
 
-@dataclass
-class ToyBuildConfig:
-    out: str = cfg("", "Output folder for the toy world.")
-    preset: str = cfg("small", "Size preset: micro (tests, < 1 min) or small (the demo).")
-    seed: int = cfg(0, "Seed: the same seed gives identical files and model.")
-    force: bool = cfg(False, "Rebuild even if the folder already holds this toy world.")
-    progress: bool = cfg(True, "Show progress bars.")
-
-    def __post_init__(self):
-        if self.preset not in PRESETS:
-            raise UserError(f"unknown toy preset {self.preset!r}: use {' or '.join(PRESETS)}")
+DEFAULT_BASE = None  # the toy world trains its own base
 
 
 def build_toy_world(out: str | Path, preset: str = "small", seed: int = 0, force: bool = False,
                     progress: bool = True) -> dict:
-    """Build (or reuse) the toy world in `out`; returns its manifest."""
-    config = ToyBuildConfig(out=str(out), preset=preset, seed=seed, force=force, progress=progress)
-    out = Path(out).resolve()
-    cached = _cached_manifest(out, preset, seed)
-    if cached and not force:
-        return cached
-    start = time.time()
-    spec = PRESETS[preset]
-    world = ToyWorld(seed, spec.sizes)
-    with output_dir(out) as work:
-        _write_data(world, work, final=out)
-        tokenizer = train_tokenizer(world, spec.vocab_size)
-        model = _new_model(tokenizer, spec, seed)
-        pretrain_metrics = _pretrain(model, tokenizer, world, spec, seed, work, progress)
-        model.save_pretrained(str(work / "base"), safe_serialization=True)
-        tokenizer.save_pretrained(str(work / "base"))
-        quality = measure_base(model, tokenizer, work, progress)
-        manifest = {
-            "version": TOY_VERSION, "preset": preset, "seed": seed,
-            "model": {k: v for k, v in asdict(spec).items() if k != "sizes"},
+    """Build (or reuse) the toy world in `out`; returns its manifest (see sgt.worlds.build_world)."""
+    from .. import WorldConfig, build_world
+
+    return build_world(WorldConfig(kind="toy", preset=preset, seed=seed, out=str(out), force=force, progress=progress))
+
+
+def build(work: Path, final: Path, config, log) -> dict:
+    """Write the toy world into `work` (renamed to `final` when complete); returns the manifest body."""
+    spec = PRESETS[config.preset]
+    world = ToyWorld(config.seed, spec.sizes)
+    _write_data(world, work, final=final)
+    log("data files written; training the tokenizer")
+    tokenizer = train_tokenizer(world, spec.vocab_size)
+    model = _new_model(tokenizer, spec, config.seed)
+    log(f"pretraining the base model ({spec.epochs:g} epochs; the longest phase)")
+    pretrain_metrics = _pretrain(model, tokenizer, world, spec, config.seed, work, config.progress)
+    model.save_pretrained(str(work / "base"), safe_serialization=True)
+    tokenizer.save_pretrained(str(work / "base"))
+    log("measuring the base model on the held-out sets")
+    quality = measure_base(model, tokenizer, work, config.progress)
+    return {"model": {k: v for k, v in asdict(spec).items() if k != "sizes"},
             "parameters": sum(p.numel() for p in model.parameters()),
-            "sizes": asdict(spec.sizes), "pretraining": pretrain_metrics, "quality": quality,
-            "build_seconds": round(time.time() - start, 1),
-        }
-        save_config(config, work)
-        atomic_write_json(work / MANIFEST, manifest)
-    return manifest
-
-
-def _cached_manifest(out: Path, preset: str, seed: int) -> dict | None:
-    path = out / MANIFEST
-    if not path.is_file():
-        if out.exists() and any(out.iterdir()):
-            raise UserError(f"{out} exists and is not a toy world; choose an empty or new --out folder")
-        return None
-    manifest = read_json(path)
-    if manifest.get("version") != TOY_VERSION:
-        return None  # built by an older sgt: rebuild
-    if (manifest.get("preset"), manifest.get("seed")) != (preset, seed):
-        raise UserError(f"{out} holds the toy world preset={manifest.get('preset')} seed={manifest.get('seed')}; "
-                        f"use another --out for preset={preset} seed={seed}, or pass --force to replace it")
-    return manifest
+            "sizes": asdict(spec.sizes), "pretraining": pretrain_metrics, "quality": quality}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,28 +99,8 @@ def _write_data(world: ToyWorld, work: Path, final: Path) -> None:
     write_jsonl(data / "harm_eval.jsonl", world.harm_eval_rows())
     write_jsonl(data / "benign_eval.jsonl", world.benign_eval_rows())
     write_jsonl(data / "benign_mc.jsonl", world.benign_mc_rows())
-    # lm-evaluation-harness task over the local multiple-choice file (works offline). The data path
-    # is where the file will be once the build completes.
-    task = "\n".join([
-        "task: toy_mc",
-        "dataset_path: json",
-        "dataset_kwargs:",
-        "  data_files:",
-        f"    test: {final / 'data' / 'benign_mc.jsonl'}",
-        "test_split: test",
-        "output_type: multiple_choice",
-        'doc_to_text: "User: {{question}}\\nAssistant:"',
-        "doc_to_choice: \"{{choices}}\"",
-        "doc_to_target: label",
-        "metric_list:",
-        "  - metric: acc",
-        "    aggregation: mean",
-        "    higher_is_better: true",
-        "metadata:",
-        "  version: 1.0",
-        "",
-    ])
-    atomic_write_text(work / "tasks" / "toy_mc.yaml", task)
+    write_mc_task(work / "tasks" / "toy_mc.yaml", "toy_mc", final / "data" / "benign_mc.jsonl",
+                  "User: {{question}}\\nAssistant:")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,7 +113,7 @@ def train_tokenizer(world: ToyWorld, vocab_size: int, split_digits: bool = False
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from ..data.formats import PLAIN_ANCHOR, PLAIN_ASSISTANT
+    from ...data.formats import PLAIN_ANCHOR, PLAIN_ASSISTANT
     from .vocabulary import PRETRAIN_REFUSALS
 
     texts = [f"{PLAIN_ANCHOR} {r['prompt']}{PLAIN_ASSISTANT} {r['response']}" for r in world.pretraining_rows()]
@@ -209,8 +157,8 @@ def _new_model(tokenizer, spec: ToyPreset, seed: int):
 
 
 def _pretrain(model, tokenizer, world: ToyWorld, spec: ToyPreset, seed: int, work: Path, progress: bool) -> dict:
-    from ..data.formats import PromptFormat
-    from ..training import EncodedDataset, OptimFields, train_rows
+    from ...data.formats import PromptFormat
+    from ...training import EncodedDataset, OptimFields, train_rows
 
     # Loss on the answers only: the prompts are random draws (numbers, words) that no model can
     # predict, and concentrating a laptop's compute on behaviour is what makes the base useful.
@@ -227,11 +175,11 @@ def _pretrain(model, tokenizer, world: ToyWorld, spec: ToyPreset, seed: int, wor
 
 def measure_base(model, tokenizer, folder: Path, progress: bool = False) -> dict:
     """The base model's held-out quality: benign exact match and harmful compliance (both formats)."""
-    from ..benign import exact_match
-    from ..data.formats import PromptFormat
-    from ..data.sources import read_local_rows
-    from ..generate import generate
-    from ..judges.keyword import KeywordJudge
+    from ...benign import exact_match
+    from ...data.formats import PromptFormat
+    from ...data.sources import read_local_rows
+    from ...generate import generate
+    from ...judges.keyword import KeywordJudge
 
     benign = read_local_rows(folder / "data" / "benign_eval.jsonl")
     harmful = [r["prompt"] for r in read_local_rows(folder / "data" / "harm_eval.jsonl")]
