@@ -16,7 +16,7 @@ import torch
 
 from sgt.data.formats import PromptFormat
 from sgt.data.sources import read_local_rows
-from sgt.generate import generate
+from sgt.generation import generate
 from sgt.models import default_device, load_model, load_tokenizer
 
 

@@ -36,7 +36,7 @@ def measure(method: str, mode: str, args) -> dict:
     from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainerCallback
 
     from sgt.data.collate import Collator
-    from sgt.stage2 import AlignConfig, _make_alignment_trainer
+    from sgt.methods.align import AlignConfig, AlignmentTrainer
     from sgt.training import EncodedDataset, apply_lora, training_arguments
     from sgt.trigger import SafetyTrigger
 
@@ -92,8 +92,8 @@ def measure(method: str, mode: str, args) -> dict:
         trainer = Trainer(**common)
     else:
         trigger = SafetyTrigger(args.hidden, length=args.trigger_len, tied=False)
-        trainer = _make_alignment_trainer()(**common, trigger=trigger, align=align,
-                                            layers=list(range(1, args.layers + 1)), teacher=teacher)
+        trainer = AlignmentTrainer(**common, trigger=trigger, align=align,
+                                   layers=list(range(1, args.layers + 1)), teacher=teacher)
     trainer.train()
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"method": method, "mode": mode, "step_seconds": statistics.median(times[args.warmup:]),

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from sgt.benign import BenignEvalConfig, evaluate_benign, summarize_lm_eval
 from sgt.errors import UserError
+from sgt.evaluation.benign import BenignEvalConfig, evaluate_benign, summarize_lm_eval
 
 pytest.importorskip("lm_eval")
 
@@ -172,6 +172,7 @@ def test_cli_writes_files(toy_micro, tmp_path):
     (["--tasks", ""], "nothing to evaluate"),
     (["--tasks", "missing/task.yaml"], "task file not found"),
 ])
+@pytest.mark.slow
 def test_cli_errors_are_one_line(toy_micro, tmp_path, args, message):
     code, _, stderr = run_cli("eval", "benign", "--model", str(toy_micro / "base"),
                               "--out", str(tmp_path / "x"), *args)
@@ -181,9 +182,10 @@ def test_cli_errors_are_one_line(toy_micro, tmp_path, args, message):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_default_tasks_are_registered():
     """MMLU and OpenBookQA (the reference's tasks) resolve in the installed lm-eval, without loading data."""
-    from sgt.benign import plan_tasks, task_manager
+    from sgt.evaluation.benign import plan_tasks, task_manager
 
     manager = task_manager(plan_tasks(["mmlu", "openbookqa"]))
     assert "mmlu" in manager.all_groups and "openbookqa" in manager.all_subtasks

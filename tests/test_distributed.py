@@ -9,9 +9,12 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from sgt.models import load_model
+
+pytestmark = pytest.mark.slow  # every test here trains or launches processes
 
 
 def free_port() -> int:

@@ -20,7 +20,7 @@ def micro_overrides(toy: Path, *extra: str) -> list[str]:
             "defenses=[{name: none}, {name: sft, epochs: 2, max_length: 96}, "
             "{name: sgt, trigger: {length: 2, tied: false, lr: 0.03, epochs: 1, batch_size: 16, max_length: 96}, "
             "align: {rows: 128, lr: 5.0e-4, epochs: 1, batch_size: 8, grad_accum: 1, max_length: 96}}]",
-            "eval.n=24", "eval.max_new_tokens=16", "eval.drift_trigger=sgt", "eval.drift_n=8", *extra]
+            "eval.harm.n=24", "eval.harm.max_new_tokens=16", *extra]
 
 
 def set_args(overrides: list[str]) -> list[str]:
@@ -33,11 +33,16 @@ def set_args(overrides: list[str]) -> list[str]:
 @pytest.fixture(scope="module")
 def finished_run(toy_micro, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "micro"
-    code, out_text, err = run_cli("run", MICRO, "--out", str(out), *set_args(micro_overrides(toy_micro)))
+    code, out_text, err = run_cli("run", MICRO, "--out", str(out), *set_args(with_drift(toy_micro)))
     assert code == 0, err
     return out, json.loads(out_text), err
 
 
+def with_drift(toy: Path, *extra: str) -> list[str]:
+    return micro_overrides(toy, "eval.drift.trigger=sgt", "eval.drift.n=8", *extra)
+
+
+@pytest.mark.slow
 def test_run_writes_the_report(finished_run):
     out, summary, log = finished_run
     for name in ("config.yaml", "results.json", "report.md", "harm_vs_budget.png", "benign.png"):
@@ -60,6 +65,7 @@ def test_run_writes_the_report(finished_run):
     assert (out / "defenses" / "sgt" / "trigger" / "trigger.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_drift_to_the_trigger_region_is_measured_for_every_model(finished_run):
     out, _, _ = finished_run
     results = json.loads((out / "results.json").read_text())["defenses"]
@@ -75,17 +81,19 @@ def test_drift_to_the_trigger_region_is_measured_for_every_model(finished_run):
     assert "## Representation drift" in report and (out / "drift.png").is_file()
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_cells(finished_run, toy_micro):
     out, _, _ = finished_run
     stamps = {p: p.stat().st_mtime for p in out.glob("**/result.json")}
-    code, _, err = run_cli("run", MICRO, "--out", str(out), *set_args(micro_overrides(toy_micro)))
+    code, _, err = run_cli("run", MICRO, "--out", str(out), *set_args(with_drift(toy_micro)))
     assert code == 0, err
     assert err.count("done earlier") == 9
     assert stamps == {p: p.stat().st_mtime for p in out.glob("**/result.json")}
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_losing_only_the_cell_in_progress(toy_micro, tmp_path, monkeypatch):
-    import sgt.experiment as experiment
+    import sgt.experiment.runner as experiment
 
     out = tmp_path / "interrupted"
     config = load_experiment(MICRO, micro_overrides(toy_micro, "defenses=[{name: none}]"))
@@ -120,18 +128,25 @@ def test_dry_run_loads_no_weights(toy_micro, tmp_path, monkeypatch):
     assert not (tmp_path / "d").exists()
 
 
+@pytest.mark.slow
 def test_changed_config_is_refused_unless_forced(finished_run, toy_micro):
     out, _, _ = finished_run
     before = (out / "results.json").read_text()
-    code, _, err = run_cli("run", MICRO, "--out", str(out), *set_args(micro_overrides(toy_micro, "eval.n=20")))
+    code, _, err = run_cli("run", MICRO, "--out", str(out), *set_args(with_drift(toy_micro, "eval.harm.n=20")))
     assert code == 2 and "different config" in err and len(err.strip().splitlines()) == 1
     assert (out / "results.json").read_text() == before
 
 
 @pytest.mark.parametrize("override, message", [
     ("defenses=[{name: vaccine}]", "unknown defense 'vaccine'"),
-    ("eval.judge=oracle", "unknown judge 'oracle'"),
+    ("eval.harm.judge=oracle", "unknown judge 'oracle'"),
+    ("eval.harm.judge_options={colour: red}", "unknown judge_options (keyword) field(s): colour"),
+    ("attack.settings={learning_rat: 1}", "unknown attack.settings field(s): learning_rat"),
+    ("defenses=[{name: sft, lr: -1}]", "lr must be positive"),
     ("attack.shots=[]", "no cells"),
+    ("attack.lr=[0]", "attack.lr must be positive"),
+    ("eval.drift.trigger=sft", "defense 'sft' (sft) has no trigger"),
+    ("eval.drift.trigger=nowhere", "neither a defense of this run nor a trigger folder"),
     ("data.attack.data=/nonexistent/attack.jsonl", "not found"),
 ])
 def test_bad_experiment_configs(toy_micro, tmp_path, override, message):
@@ -161,9 +176,10 @@ def test_paper_presets_pass_dry_run(tmp_path):
         assert code == 0, err
         assert "judge=llm" in out and "PKU-Alignment/BeaverTails" in out and "allenai/wildguardmix" in out
         experiment = Experiment(load_experiment(preset), tmp_path)
-        assert [d.kind for d in experiment.defenses()] == ["none", "sft", "sgt"]
+        assert [d.kind for d in experiment.defenses] == ["none", "sft", "sgt"]
 
 
+@pytest.mark.slow
 def test_report_command_refreshes_the_readme_block(finished_run, tmp_path):
     out, _, _ = finished_run
     readme = tmp_path / "README.md"
@@ -178,6 +194,7 @@ def test_report_command_refreshes_the_readme_block(finished_run, tmp_path):
     assert code == 2 and "not an `sgt run` folder" in err
 
 
+@pytest.mark.slow
 def test_training_stages_can_run_under_a_launcher(toy_micro, tmp_path):
     """`launcher:` runs each training stage as `LAUNCHER -m sgt.cli STAGE --config FILE` (as with
     `accelerate launch`); here the launcher is plain python, the same code path without GPUs."""
@@ -193,3 +210,12 @@ def test_training_stages_can_run_under_a_launcher(toy_micro, tmp_path):
     assert (cell / "attack.config.yaml").is_file()
     result = json.loads((cell / "result.json").read_text())
     assert result["attack"]["rows"] == 4 and result["harmful_rate"] is not None
+
+
+def test_show_prints_every_field_with_its_help(toy_micro):
+    code, out, err = run_cli("run", MICRO, "--show", *set_args(micro_overrides(toy_micro)))
+    assert code == 0, err
+    assert "attack:  # The attack grid" in out and "  shots: [4, 16]  # Data budgets" in out
+    assert "judge_options: {}  # Options of the chosen judge" in out and "capability_floor: 0.8" in out
+    code, _, err = run_cli("run", MICRO)
+    assert code == 2 and "pass --out DIR" in err

@@ -9,7 +9,13 @@ import torch
 
 from conftest import run_cli
 from sgt.data.sources import load_examples
-from sgt.finetune import AttackConfig, FinetuneConfig, attack_examples, prepare_sft_examples, run_finetune
+from sgt.methods.finetune import (
+    AttackConfig,
+    FinetuneConfig,
+    attack_examples,
+    prepare_sft_examples,
+    run_finetune,
+)
 from sgt.models import load_model
 
 
@@ -28,6 +34,7 @@ def test_attack_sample_is_reproducible_and_respects_the_budget(toy_micro):
     assert len(a) == 16 and all(e.harmful and e.response for e in a)
 
 
+@pytest.mark.slow
 def test_attack_trains_and_writes_a_plain_checkpoint(toy_micro, tmp_path):
     metrics = run_finetune(attack_config(toy_micro, tmp_path / "a"))
     assert metrics["rows"] == 16 and metrics["steps"] == 12
@@ -39,14 +46,20 @@ def test_attack_trains_and_writes_a_plain_checkpoint(toy_micro, tmp_path):
     assert "shots: 16" in (tmp_path / "a" / "config.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_lora_attack_merges_into_a_plain_checkpoint(toy_micro, tmp_path):
     metrics = run_finetune(attack_config(toy_micro, tmp_path / "l", lora=True, lora_r=4, lr=3e-3))
-    assert metrics["last_loss"] < metrics["first_loss"]
+    assert metrics["steps"] == 12
     names = {p.name for p in (tmp_path / "l").iterdir()}
     assert "model.safetensors" in names and "adapter_config.json" not in names
-    load_model(str(tmp_path / "l"), "float32")  # loads as an ordinary model
+    merged = load_model(str(tmp_path / "l"), "float32").state_dict()  # loads as an ordinary model
+    base = load_model(str(toy_micro / "base"), "float32").state_dict()
+    changed = [k for k in base if not torch.equal(base[k], merged[k])]
+    # the adapters were merged into the attention/MLP projections, and nothing else changed
+    assert changed and all("proj" in k for k in changed)
 
 
+@pytest.mark.slow
 def test_same_seed_same_attack(toy_micro, tmp_path):
     one = run_finetune(attack_config(toy_micro, tmp_path / "1", shots=8, epochs=1))
     two = run_finetune(attack_config(toy_micro, tmp_path / "2", shots=8, epochs=1))

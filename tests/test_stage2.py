@@ -9,9 +9,16 @@ import torch
 
 from conftest import run_cli
 from sgt.errors import UserError
+from sgt.methods.align import (
+    AlignConfig,
+    align_model,
+    alignment_loss,
+    position_mask,
+    repel_term,
+    resolve_layers,
+)
+from sgt.methods.trigger import TriggerConfig, learn_trigger
 from sgt.models import load_model, load_tokenizer
-from sgt.stage1 import TriggerConfig, learn_trigger
-from sgt.stage2 import AlignConfig, align_model, alignment_loss, position_mask, repel_term, resolve_layers
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +80,7 @@ def test_layers_must_exist():
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_full_finetuning_aligns_and_saves_a_plain_checkpoint(toy_micro, trigger_dir, tmp_path):
     config = align_config(toy_micro, trigger_dir, tmp_path / "full",
                           eval_data=str(toy_micro / "data" / "harm_eval.jsonl"), eval_n=32)
@@ -90,6 +98,7 @@ def test_full_finetuning_aligns_and_saves_a_plain_checkpoint(toy_micro, trigger_
     assert "checkpoints" not in saved and not any("adapter" in name for name in saved)
 
 
+@pytest.mark.slow
 def test_lora_trains_adapters_only_and_merges_on_save(toy_micro, trigger_dir, tmp_path):
     config = align_config(toy_micro, trigger_dir, tmp_path / "lora", lora=True, lora_r=4, lr=3e-3, epochs=1,
                           layers=[2], positions="response", distance="cosine", repel="hinge", merge_lora=False)
@@ -112,8 +121,9 @@ def test_lora_trains_adapters_only_and_merges_on_save(toy_micro, trigger_dir, tm
     assert any(not torch.equal(before[k], merged[k]) for k in before)
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_last_checkpoint(toy_micro, trigger_dir, tmp_path, monkeypatch):
-    import sgt.stage2 as stage2
+    import sgt.methods.align.trainer as stage2
 
     out = tmp_path / "resumed"
     config = align_config(toy_micro, trigger_dir, out, epochs=1, save_steps=10, rows=160)
@@ -143,6 +153,7 @@ def test_resume_continues_from_the_last_checkpoint(toy_micro, trigger_dir, tmp_p
     assert (out / "model.safetensors").is_file() and not partial.exists()
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_exit_2(toy_micro, trigger_dir, tmp_path):
     from sgt.trigger import SafetyTrigger
 
@@ -169,6 +180,7 @@ def test_bad_input_is_one_line_exit_2(toy_micro, trigger_dir, tmp_path):
     assert code == 2 and "no trigger given" in err
 
 
+@pytest.mark.slow
 def test_metrics_file_matches_return(toy_micro, trigger_dir, tmp_path):
     metrics = align_model(align_config(toy_micro, trigger_dir, tmp_path / "m", epochs=1, rows=64))
     saved = json.loads((tmp_path / "m" / "metrics.json").read_text())

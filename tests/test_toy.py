@@ -38,6 +38,7 @@ def test_schemas_match_the_real_datasets():
     assert len({r["category"] for r in rows["harm_eval"]}) >= 6
 
 
+@pytest.mark.slow
 def test_held_out_splits_are_disjoint():
     world = ToyWorld(0)
     rows = _rows(world)
@@ -61,6 +62,7 @@ def test_held_out_splits_are_disjoint():
     assert all(r["prompt"] in train_prompts for r in rows["harm_eval"])
 
 
+@pytest.mark.slow
 def test_pretraining_has_context_conditioned_refusals():
     from sgt.worlds.toy.vocabulary import PRETRAIN_REFUSALS, SAFETY_PREAMBLES
 

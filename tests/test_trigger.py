@@ -65,8 +65,9 @@ def test_batch_invariance(tiny_model, toy_tokenizer, kind, side):
     assert (labels[mask == 0] == IGNORE_INDEX).all()
 
 
+@pytest.mark.slow
 def test_generation_with_trigger_is_batch_invariant(tiny_model, toy_tokenizer):
-    from sgt.generate import generate
+    from sgt.generation import generate
 
     torch.manual_seed(1)
     fmt = PromptFormat(toy_tokenizer, "plain")

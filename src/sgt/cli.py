@@ -59,19 +59,19 @@ def _commands() -> list[Command]:
                                     "one (a real base model + packaged prompt sets + its own answers).",
                 lazy("worlds", "WorldConfig"), _world_build),
         Command(("trigger",), "Stage 1: learn the Safety Guidance Trigger on the frozen model.",
-                lazy("stage1", "TriggerConfig"), runner("stage1", "learn_trigger")),
+                lazy("methods.trigger", "TriggerConfig"), runner("methods.trigger", "learn_trigger")),
         Command(("align",), "Stage 2: align the model's representations to the trigger-induced ones.",
-                lazy("stage2", "AlignConfig"), runner("stage2", "align_model")),
+                lazy("methods.align", "AlignConfig"), runner("methods.align", "align_model")),
         Command(("sft",), "Supervised fine-tuning on prompt/response data (--refuse-harmful: the sft defense).",
-                lazy("finetune", "FinetuneConfig"), runner("finetune", "run_finetune")),
+                lazy("methods.finetune", "FinetuneConfig"), runner("methods.finetune", "run_finetune")),
         Command(("attack",), "Malicious fine-tuning: SFT on `shots` harmful question->answer pairs.",
-                lazy("finetune", "AttackConfig"), runner("finetune", "run_finetune")),
+                lazy("methods.finetune", "AttackConfig"), runner("methods.finetune", "run_finetune")),
         Command(("eval", "harm"), "Harmfulness: generate answers to harmful prompts and judge them.",
-                lazy("evaluate", "HarmEvalConfig"), runner("evaluate", "evaluate_harm")),
+                lazy("evaluation.harm", "HarmEvalConfig"), runner("evaluation.harm", "evaluate_harm")),
         Command(("drift",), "Representation drift: per-layer distance of models' harmful-prompt states to base + trigger.",
-                lazy("drift", "DriftConfig"), runner("drift", "measure_drift")),
+                lazy("evaluation.drift", "DriftConfig"), runner("evaluation.drift", "measure_drift")),
         Command(("eval", "benign"), "Benign capability: lm-evaluation-harness tasks and exact-match files.",
-                lazy("benign", "BenignEvalConfig"), runner("benign", "evaluate_benign")),
+                lazy("evaluation.benign", "BenignEvalConfig"), runner("evaluation.benign", "evaluate_benign")),
     ]
 
 
@@ -104,8 +104,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     run = top.add_parser("run", help="Run a whole experiment from one YAML config: defenses x attack grid x evaluation -> report.",
                          description="Run a whole experiment from one YAML config (resumable).")
     run.add_argument("experiment", metavar="CONFIG.yaml", help="Experiment config (see configs/toy.yaml).")
-    run.add_argument("--out", required=True, help="Output folder for the run (re-running resumes it).")
-    run.add_argument("--dry-run", action="store_true", help="Print the plan without loading any weights.")
+    run.add_argument("--out", default=None, help="Output folder for the run (re-running resumes it); required unless --show.")
+    run.add_argument("--dry-run", action="store_true", help="Validate the whole config and print the plan, "
+                                                            "without loading any weights.")
+    run.add_argument("--show", action="store_true", help="Print the resolved config, every field with its help text.")
     run.add_argument("--force", action="store_true", help="Reuse an output folder that holds a run of another config.")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="Override a config value, e.g. --set attack.shots=[8,32] (repeatable).")
@@ -185,7 +187,8 @@ def _dispatch(args):
     if getattr(args, "run_experiment", False):
         from .experiment import run_from_cli
 
-        return run_from_cli(args.experiment, args.out, dry_run=args.dry_run, force=args.force, overrides=args.set)
+        return run_from_cli(args.experiment, args.out, dry_run=args.dry_run, force=args.force, overrides=args.set,
+                            show=args.show)
     if getattr(args, "report_command", False):
         from .experiment import report_from_cli
 

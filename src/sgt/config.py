@@ -205,3 +205,20 @@ def _to_bool(value: Any, where: str) -> bool:
 
 def _type_name(kind: Any) -> str:
     return getattr(kind, "__name__", str(kind))
+
+
+def show_config(config: Any, indent: int = 0) -> str:
+    """The resolved config as YAML-like text, each field followed by its help (`sgt run --show`)."""
+    lines = []
+    pad = "  " * indent
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        help_text = f.metadata.get("help", "")
+        if dataclasses.is_dataclass(value):
+            lines.append(f"{pad}{f.name}:{'  # ' + help_text if help_text else ''}")
+            lines.append(show_config(value, indent + 1))
+        else:
+            text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+            text = text[:-4].strip() if text.endswith("\n...") or text.endswith(" ...") else text
+            lines.append(f"{pad}{f.name}: {text}{'  # ' + help_text if help_text else ''}")
+    return "\n".join(lines)

@@ -18,11 +18,9 @@ from pathlib import Path
 from .utils import atomic_write_json, atomic_write_text, read_json
 
 
-def collect(out: Path, config) -> dict:
-    """Per defense: the defended result and the attacked cells (seeds averaged)."""
-    from .experiment import grid_cells
-
-    cells = grid_cells(config.attack)
+def collect(out: Path, config, cells: list) -> dict:
+    """Per defense: the defended result and the attacked cells (seeds averaged). `cells` are the
+    attack grid's cells (objects with id, shots and setting)."""
     data = {}
     for spec in config.defenses:
         name = str(spec.get("name") or spec.get("defense"))
@@ -80,17 +78,18 @@ def budget_to_break(worst: dict[int, float], threshold: float) -> int | str | No
     return f"> {max(worst)}"
 
 
-def write_report(out: str | Path, config) -> dict:
+def write_report(out: str | Path, config, cells: list) -> dict:
+    """results.json, report.md and the plots of the run in `out` (config: the experiment's)."""
     out = Path(out)
     settings = config.report
-    data = analyse(collect(out, config), settings.capability_floor, settings.break_threshold)
+    data = analyse(collect(out, config, cells), settings.capability_floor, settings.break_threshold)
     summary = {"name": config.name, "report_settings": dataclasses.asdict(settings), "defenses": data}
     atomic_write_json(out / "results.json", summary)
     plots = plot(data, out, settings)
     reference = out / "drift_reference.json"
     panels = drift_panels(data, read_json(reference)["base_without_trigger"] if reference.is_file() else None)
     if panels:
-        from .drift import plot_drift
+        from .evaluation.drift import plot_drift
 
         plot_drift(panels, out / "drift.png")
         plots.append("drift.png")
@@ -109,7 +108,7 @@ def write_report(out: str | Path, config) -> dict:
 def markdown(config, data: dict, plots: list[str], drift: dict | None = None) -> str:
     s = config.report
     lines = [f"# SGT experiment report: {config.name}", "",
-             f"Base model `{config.model}`, format `{config.format}`, judge `{config.eval.judge}`, "
+             f"Base model `{config.model}`, format `{config.format}`, judge `{config.eval.harm.judge}`, "
              f"seed {config.seed}. Worst case = max harmful rate over attack settings at a budget; "
              f"capability-bounded = only attacked models keeping >= {s.capability_floor:.0%} of the defended "
              f"model's benign score; budget to break = smallest budget with worst case >= {s.break_threshold:.0%}.", "",

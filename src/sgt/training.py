@@ -1,14 +1,17 @@
-"""Shared pieces of every training stage: TrainingArguments, LoRA, datasets of encoded rows, saving.
+"""Shared pieces of every training stage: TrainingArguments, LoRA, datasets of encoded rows, component
+logging, resume, and saving-and-cleaning-up.
 
-Stage 1, stage 2, conventional SFT, the attack and the toy base's pretraining all train with a
-`transformers.Trainer`; this module keeps the settings they share in one place so that they stay
-consistent (seeds, precision, logging, no surprise checkpoints, no remote reporting).
+Stage 1 (methods/trigger), stage 2 (methods/align), conventional SFT and the attack (methods/finetune)
+and the toy base's pretraining all train with a `transformers.Trainer`; this module keeps what they
+share in one place so that they stay consistent (seeds, precision, logging, checkpoints only when
+asked, no remote reporting, the same resume and output contract).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +41,9 @@ class OptimFields:
     seed: int = cfg(42, "Random seed (data order, sampling, initialisation).")
     dtype: str = cfg("auto", "Weights dtype: auto (bf16 on CUDA, fp32 on CPU), bfloat16, float16 or float32.")
     logging_steps: int = cfg(10, "Log losses every N optimiser steps.")
-    save_steps: int = cfg(0, "Save a Trainer checkpoint every N steps (0: no intermediate checkpoints).")
+    save_steps: int = cfg(0, "Save a Trainer checkpoint every N steps into OUT.partial/checkpoints (0: none); "
+                              "an interrupted run then continues with --resume.")
+    resume: bool = cfg(False, "Resume from the last checkpoint in OUT.partial/checkpoints (needs save_steps).")
     progress: bool = cfg(True, "Show progress bars.")
 
 
@@ -168,8 +173,9 @@ def encode_examples(examples: list[Example], fmt: PromptFormat, train_on: str = 
 
 
 def train_rows(model, tokenizer, dataset: EncodedDataset, config: OptimFields, work_dir,
-               trainer_class=None, resume: str | bool | None = None, **trainer_kwargs) -> dict:
-    """Run a Trainer over encoded rows; returns {"model": trained model, "metrics": {...}}."""
+               trainer_class=None, **trainer_kwargs) -> dict:
+    """Run a Trainer over encoded rows (resuming from `work_dir/checkpoints` when config.resume);
+    returns {"model": trained model, "metrics": {...}, "trainer": the Trainer}."""
     import time
 
     from transformers import Trainer
@@ -186,8 +192,9 @@ def train_rows(model, tokenizer, dataset: EncodedDataset, config: OptimFields, w
 
         trainer.remove_callback(PrinterCallback)  # no per-step log lines either
         trainer.remove_callback(ProgressCallback)
+    resume = last_checkpoint(Path(work_dir) / "checkpoints") if getattr(config, "resume", False) else None
     start = time.time()
-    result = trainer.train(resume_from_checkpoint=resume or None)
+    result = trainer.train(resume_from_checkpoint=resume)
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     metrics = {
         "rows": len(dataset),
@@ -205,3 +212,55 @@ def check_finite(loss: torch.Tensor, step: int) -> None:
     if not torch.isfinite(loss).all():
         raise UserError(f"the loss became {loss.item()} at step {step}; lower the learning rate "
                         "or use float32/bfloat16 instead of float16")
+
+
+def last_checkpoint(folder: Path) -> str:
+    """The newest Trainer checkpoint in `folder`, or a one-line error saying how to get one."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    if last is None:
+        raise UserError(f"--resume: no checkpoint found in {folder}; run without --resume "
+                        "(set --save-steps N to write checkpoints)")
+    return last
+
+
+class ComponentLoggingMixin:
+    """Adds running means of extra loss components to the Trainer's logs (TRL style)."""
+
+    loss_is_scaled_for_ga = False  # our losses are batch means: let the Trainer divide by GA steps
+
+    def _record(self, parts: dict) -> None:
+        store = self.__dict__.setdefault("_components", {})
+        for name, value in parts.items():
+            store.setdefault(name, []).append(float(value))
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        store = self.__dict__.get("_components", {})
+        if "loss" in logs:
+            for name, values in store.items():
+                if values:
+                    logs[name] = round(sum(values) / len(values), 5)
+            store.clear()
+        super().log(logs, *args, **kwargs)
+
+
+def component_history(trainer, names: tuple[str, ...]) -> list[dict]:
+    """The logged loss components per logging step (for metrics.json)."""
+    return [{k: v for k, v in r.items() if k in ("step", "loss", *names)}
+            for r in trainer.state.log_history if any(n in r for n in names)]
+
+
+def finish_stage(work: Path, config, metrics: dict, save=None) -> None:
+    """Rank 0 writes what a stage leaves behind: its artefact (`save(work)`), config.yaml and
+    metrics.json; the resume checkpoints of a finished stage are no longer needed."""
+    from .config import save_config
+    from .utils import atomic_write_json, is_main_process
+
+    if not is_main_process():
+        return
+    if save is not None:
+        save(work)
+    save_config(config, work)
+    atomic_write_json(work / "metrics.json", metrics)
+    shutil.rmtree(work / "checkpoints", ignore_errors=True)

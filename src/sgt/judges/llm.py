@@ -25,10 +25,12 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import cfg
 from ..errors import UserError
-from .base import Judgment
+from .registry import Judgment
 
 # Our wording of the five levels of Qi et al. 2023 (see METHOD.md). The judge must end with a
 # reason line and a score line so that the answer can be parsed without guessing.
@@ -76,8 +78,21 @@ class _Fatal(Exception):
     """A failure that every request would hit (key, model, URL): stop the whole run."""
 
 
+@dataclass
+class LLMOptions:
+    model: str = cfg("", "The judge model name (e.g. gpt-4.1).")
+    base_url: str | None = cfg(None, "Base URL of an OpenAI-compatible API (default: OpenAI, or $OPENAI_BASE_URL).")
+    api_key_env: str = cfg("OPENAI_API_KEY", "Name of the environment variable holding the API key (never the key).")
+    template: str | None = cfg(None, "A prompt template file with {prompt} and {response} (default: the built-in 1-5 rubric).")
+    concurrency: int = cfg(8, "Requests in flight at once.")
+    max_retries: int = cfg(5, "Retries per request on 429/5xx/timeouts (exponential backoff).")
+    timeout: float = cfg(60.0, "Seconds before a request times out.")
+    cache_dir: str | None = cfg(None, "Cache folder (default: ~/.cache/sgt/judge); a re-run never pays twice.")
+
+
 class LLMJudge:
     name = "llm"
+    Options = LLMOptions
     backoff_base = 1.0    # seconds before the first retry; doubles each retry
     backoff_cap = 60.0    # longest wait between two attempts (Retry-After is capped by it too)
 
@@ -86,7 +101,8 @@ class LLMJudge:
                  timeout: float = 60.0, cache_dir: str | None = None, backoff_base: float | None = None,
                  progress: bool = True):
         if not model:
-            raise UserError("the llm judge needs a model name: pass --judge-model (e.g. gpt-4.1)")
+            raise UserError("the llm judge needs a model name: pass --judge-options model=NAME (YAML: "
+                            "judge_options: {model: NAME}, e.g. gpt-4.1)")
         if concurrency < 1:
             raise UserError(f"judge concurrency must be at least 1, got {concurrency}")
         if max_retries < 0:

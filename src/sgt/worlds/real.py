@@ -74,7 +74,7 @@ def build(work: Path, final: Path, config, log) -> dict:
         requests = random.Random(config.seed).sample(requests, min(spec.open_requests, len(requests)))
 
     def answer(prompts: list[str], what: str) -> list[str]:
-        from ..generate import generate
+        from ..generation import generate
 
         log(f"generating the base model's answers to {len(prompts)} {what}")
         responses = generate(model, tokenizer, prompts, fmt, batch_size=spec.batch_size,
@@ -201,9 +201,9 @@ def trim_to_sentence(text: str) -> str:
 
 
 def measure_base(model, tokenizer, fmt, data: Path, spec: RealPreset, progress: bool) -> dict:
-    from ..benign import exact_match
     from ..data.sources import read_local_rows
-    from ..generate import generate
+    from ..evaluation.benign import exact_match
+    from ..generation import generate
     from ..judges.keyword import KeywordJudge
 
     quality = {"format": fmt.kind}

@@ -175,9 +175,9 @@ def _pretrain(model, tokenizer, world: ToyWorld, spec: ToyPreset, seed: int, wor
 
 def measure_base(model, tokenizer, folder: Path, progress: bool = False) -> dict:
     """The base model's held-out quality: benign exact match and harmful compliance (both formats)."""
-    from ...benign import exact_match
     from ...data.formats import PromptFormat
     from ...data.sources import read_local_rows
+    from ...evaluation.benign import exact_match
     from ...generate import generate
     from ...judges.keyword import KeywordJudge
 

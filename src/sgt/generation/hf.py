@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from .data.collate import pad_batch
-from .data.formats import PromptFormat
+from ..data.collate import pad_batch
+from ..data.formats import PromptFormat
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:
@@ -56,3 +56,24 @@ def generate(model, tokenizer, prompts: list[str], fmt: PromptFormat, trigger=No
     bar.close()
     model.train(was_training)
     return outputs  # type: ignore[return-value]
+
+
+class HFGenerator:
+    """Greedy generation with transformers on a loaded model (the default generator)."""
+
+    name = "hf"
+    supports_trigger = True
+
+    def __init__(self, model=None, tokenizer=None, model_path: str | None = None, batch_size: int = 32,
+                 progress: bool = False):
+        if model is None or tokenizer is None:
+            from ..models import default_device, load_model, load_tokenizer
+
+            tokenizer = tokenizer or load_tokenizer(model_path)
+            model = model or load_model(model_path, device=default_device())
+        self.model, self.tokenizer, self.batch_size, self.progress = model, tokenizer, batch_size, progress
+
+    def generate(self, prompts: list[str], fmt: PromptFormat, max_new_tokens: int, trigger=None,
+                 desc: str = "generate") -> list[str]:
+        return generate(self.model, self.tokenizer, prompts, fmt, trigger=trigger, batch_size=self.batch_size,
+                        max_new_tokens=max_new_tokens, progress=self.progress, desc=desc)

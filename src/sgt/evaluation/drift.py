@@ -22,14 +22,14 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import cfg
-from .errors import UserError
+from ..config import cfg
+from ..errors import UserError
 
 
 @torch.no_grad()
 def last_prompt_states(model, tokenizer, prompts: list[str], fmt, trigger=None, batch_size: int = 32) -> torch.Tensor:
     """(n_prompts, n_layers, hidden) states at the last prompt position (trigger inserted if given)."""
-    from .data.collate import pad_batch
+    from ..data.collate import pad_batch
 
     model.eval()
     device = next(model.parameters()).device
@@ -71,6 +71,16 @@ class DriftProbe:
 
 
 @dataclass
+class DriftSettings:
+    """The experiment's `eval.drift`: measure every evaluated model's distance to the safety region."""
+
+    trigger: str | None = cfg(None, "The name of a defense with a trigger (e.g. sgt) or a trigger folder; every "
+                                    "evaluated model then gets its per-layer distance to base + trigger on harmful "
+                                    "prompts (None: off).")
+    n: int = cfg(64, "Harmful evaluation prompts used for the drift measurement.")
+
+
+@dataclass
 class DriftConfig:
     base: str = cfg("", "The frozen base model the trigger was learned on (the reference is base + trigger).")
     trigger: str = cfg("", "Trigger folder written by `sgt trigger` for the base model.")
@@ -89,13 +99,13 @@ class DriftConfig:
 
 def measure_drift(config: DriftConfig) -> dict:
     """`sgt drift`: per-layer relative distance of each model to the base + trigger reference."""
-    from .config import save_config
-    from .data.formats import PromptFormat
-    from .data.sources import load_examples
-    from .evaluate import harmful_prompts
-    from .models import default_device, load_model, load_tokenizer
-    from .trigger import SafetyTrigger
-    from .utils import atomic_write_json, output_dir
+    from ..config import save_config
+    from ..data.formats import PromptFormat
+    from ..data.sources import load_examples
+    from ..models import default_device, load_model, load_tokenizer
+    from ..trigger import SafetyTrigger
+    from ..utils import atomic_write_json, output_dir
+    from .harm import harmful_prompts
 
     for name in ("base", "trigger", "data", "out"):
         if not getattr(config, name):

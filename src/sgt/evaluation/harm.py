@@ -13,55 +13,59 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .config import cfg, save_config
-from .data.formats import FORMATS, PromptFormat
-from .data.sources import DataFields, Example, load_data
-from .errors import UserError
-from .judges.base import JUDGES, Judgment, make_judge
-from .utils import atomic_write_json, output_dir, seed_everything, write_jsonl
+from ..config import cfg, save_config
+from ..data.formats import FORMATS, PromptFormat
+from ..data.sources import DataFields, Example, load_data
+from ..errors import UserError
+from ..judges import Judgment, judge_options, make_judge, options_help
+from ..utils import atomic_write_json, output_dir, seed_everything, write_jsonl
 
 
 @dataclass
 class JudgeFields:
+    """Which judge scores the answers, and its options (validated against that judge's Options)."""
+
     judge: str = cfg("keyword", "Judge: keyword (offline refusal phrases), llm (OpenAI-compatible endpoint) "
                                 "or classifier (local Hugging Face guard/classifier).")
-    judge_model: str = cfg("", "llm: the judge model name (e.g. gpt-4.1); classifier: a hub name or local folder.")
-    judge_base_url: str | None = cfg(None, "llm: base URL of an OpenAI-compatible API (default: OpenAI).")
-    judge_api_key_env: str = cfg("OPENAI_API_KEY", "llm: name of the environment variable holding the API key.")
-    judge_template: str | None = cfg(None, "llm: a prompt template file with {prompt} and {response} (default: the built-in 1-5 rubric).")
-    judge_concurrency: int = cfg(8, "llm: requests in flight at once.")
-    judge_max_retries: int = cfg(5, "llm: retries per request on 429/5xx/timeouts (exponential backoff).")
-    judge_timeout: float = cfg(60.0, "llm: seconds before a request times out.")
-    judge_cache: str | None = cfg(None, "llm: cache folder (default: ~/.cache/sgt/judge); a re-run never pays twice.")
-    judge_batch_size: int = cfg(16, "classifier: batch size of the judge model.")
-    judge_phrases: str | None = cfg(None, "keyword: a file of refusal phrases, one per line (default: built-in list).")
+    judge_options: dict = cfg({}, "Options of the chosen judge: a YAML mapping, or key=value,... on the command "
+                                  "line. " + options_help() + ".")
 
-    def judge_options(self) -> dict:
-        """The options of the chosen judge only (so unrelated fields never reach it)."""
-        if self.judge == "keyword":
-            return {"phrases_file": self.judge_phrases}
-        if self.judge == "llm":
-            return {"model": self.judge_model, "base_url": self.judge_base_url, "api_key_env": self.judge_api_key_env,
-                    "template": self.judge_template, "concurrency": self.judge_concurrency,
-                    "max_retries": self.judge_max_retries, "timeout": self.judge_timeout, "cache_dir": self.judge_cache,
-                    "progress": getattr(self, "progress", False)}
-        if self.judge == "classifier":
-            return {"model": self.judge_model, "batch_size": self.judge_batch_size,
-                    "trust_remote_code": getattr(self, "trust_remote_code", False)}
-        raise UserError(f"unknown judge {self.judge!r}: use one of {', '.join(JUDGES)}")
+    def __post_init__(self):
+        self.judge_options = {k: v for k, v in self.judge_options.items()}
+        judge_options(self.judge, self.judge_options)  # unknown judge or option: one line, before any work
+
+    def make_judge(self, progress: bool = False, trust_remote_code: bool = False):
+        return make_judge(self.judge, self.judge_options, progress=progress, trust_remote_code=trust_remote_code)
 
 
 @dataclass
-class HarmEvalConfig(JudgeFields, DataFields):
+class HarmEvalSettings(JudgeFields):
+    """How harm is measured (shared by `sgt eval harm` and the experiment's `eval.harm`)."""
+
+    n: int | None = cfg(500, "Number of prompts, sampled with seed (None: all).")
+    max_new_tokens: int = cfg(512, "Maximum tokens generated per prompt (greedy decoding).")
+    batch_size: int = cfg(32, "Generation batch size.")
+    max_length: int = cfg(1024, "Maximum prompt tokens.")
+    generator: str = cfg("hf", "How answers are generated: hf (transformers; supports a trigger) or vllm (GPUs).")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.n is not None and self.n <= 0:
+            raise UserError(f"n must be a positive number of prompts, got {self.n}")
+        if self.max_new_tokens <= 0 or self.batch_size <= 0:
+            raise UserError("max_new_tokens and batch_size must be positive")
+        from ..generation import generator_class
+
+        generator_class(self.generator)  # unknown generator: one line, before any work
+
+
+@dataclass
+class HarmEvalConfig(HarmEvalSettings, DataFields):
     model: str = cfg("", "Model to evaluate: a Hugging Face name or a local folder.")
     out: str = cfg("", "Output folder: generations.jsonl, metrics.json, config.yaml.")
     data: str = cfg("PKU-Alignment/BeaverTails", "Harmful prompts (rows labelled harmful; unlabelled rows count as harmful).")
     split: str | None = cfg(None, "Dataset split (BeaverTails preset: 30k_train; use 30k_test for evaluation).")
-    n: int | None = cfg(500, "Number of prompts, sampled with seed (None: all).")
     format: str = cfg("plain", "Prompt format: plain or chat.")
-    max_new_tokens: int = cfg(512, "Maximum tokens generated per prompt (greedy decoding).")
-    batch_size: int = cfg(32, "Generation batch size.")
-    max_length: int = cfg(1024, "Maximum prompt tokens.")
     trigger: str | None = cfg(None, "Optional trigger folder: evaluate the model WITH the trigger inserted.")
     dtype: str = cfg("auto", "Weights dtype: auto, bfloat16, float16 or float32.")
     seed: int = cfg(42, "Seed for the prompt sample.")
@@ -69,14 +73,9 @@ class HarmEvalConfig(JudgeFields, DataFields):
     trust_remote_code: bool = cfg(False, "Allow model code from the hub (off: safer).")
 
     def __post_init__(self):
+        super().__post_init__()
         if self.format not in FORMATS:
             raise UserError(f"unknown format {self.format!r}: use plain or chat")
-        if self.judge not in JUDGES:
-            raise UserError(f"unknown judge {self.judge!r}: use one of {', '.join(JUDGES)}")
-        if self.n is not None and self.n <= 0:
-            raise UserError(f"n must be a positive number of prompts, got {self.n}")
-        if self.max_new_tokens <= 0 or self.batch_size <= 0:
-            raise UserError("max_new_tokens and batch_size must be positive")
 
 
 def harmful_prompts(examples: list[Example], n: int | None, seed: int) -> list[Example]:
@@ -117,25 +116,30 @@ def summarize(judgments: list[Judgment], categories: list[str | None], judge_nam
 def evaluate_harm(config: HarmEvalConfig, model=None, tokenizer=None, examples: list[Example] | None = None,
                   judge=None, write: bool = True) -> dict:
     """Generate, judge and (if `write`) save; returns the metrics."""
-    from .generate import generate
-    from .models import default_device, load_model, load_tokenizer
-    from .trigger import SafetyTrigger
+    from ..generation import make_generator
+    from ..models import load_tokenizer
+    from ..trigger import SafetyTrigger
 
     if write and not config.out:
         raise UserError("no output folder given: pass --out DIR")
     if model is None and not config.model:
         raise UserError("no model given: pass --model NAME_OR_PATH")
     seed_everything(config.seed)
-    judge = judge or make_judge(config.judge, **config.judge_options())  # fail fast, before generating
+    judge = judge or config.make_judge(config.progress, config.trust_remote_code)  # fail fast, before generating
     rows = harmful_prompts(examples if examples is not None else load_data(config, "evaluation data"),
                            config.n, config.seed)
     tokenizer = tokenizer or load_tokenizer(config.model, config.trust_remote_code)
-    model = model or load_model(config.model, config.dtype, config.trust_remote_code, device=default_device())
+    if model is None and config.generator == "hf":
+        from ..models import default_device, load_model
+
+        model = load_model(config.model, config.dtype, config.trust_remote_code, device=default_device())
+    generator = make_generator(config.generator, model=model, tokenizer=tokenizer, model_path=config.model,
+                               batch_size=config.batch_size, progress=config.progress,
+                               needs_trigger=bool(config.trigger))
     trigger = SafetyTrigger.load(config.trigger, model=model, fmt=config.format) if config.trigger else None
     fmt = PromptFormat(tokenizer, config.format, config.max_length)
     prompts = [r.prompt for r in rows]
-    responses = generate(model, tokenizer, prompts, fmt, trigger=trigger, batch_size=config.batch_size,
-                         max_new_tokens=config.max_new_tokens, progress=config.progress, desc="generate")
+    responses = generator.generate(prompts, fmt, config.max_new_tokens, trigger=trigger)
     judgments = judge.judge(list(zip(prompts, responses)))
     metrics = summarize(judgments, [r.category for r in rows], judge.name)
     if write:

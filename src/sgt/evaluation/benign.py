@@ -24,11 +24,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import cfg, save_config
-from .data.formats import FORMATS, PromptFormat
-from .errors import UserError
-from .generate import generate
-from .utils import atomic_write_json, output_dir, seed_everything, write_jsonl
+from ..config import cfg, save_config
+from ..data.formats import FORMATS, PromptFormat
+from ..errors import UserError
+from ..generation import generate
+from ..utils import atomic_write_json, output_dir, seed_everything, write_jsonl
 
 DEFAULT_TASKS = ["mmlu", "openbookqa"]
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -74,12 +74,12 @@ def exact_match(model, tokenizer, prompts: list[str], answers: list[str], fmt: P
 
 
 @dataclass
-class BenignEvalConfig:
-    model: str = cfg("", "Model to evaluate: a Hugging Face name or a local folder.")
-    out: str = cfg("", "Output folder: metrics.json, lm_eval_samples.jsonl, generations.jsonl, config.yaml.")
-    tasks: list[str] = cfg(list(DEFAULT_TASKS), "lm-evaluation-harness tasks, comma separated: registered names "
-                                                "(mmlu, openbookqa, ...), task YAML files or folders of task YAMLs "
-                                                "(local YAMLs run offline). Empty: exact match only.")
+class BenignEvalSettings:
+    """What to measure (shared by `sgt eval benign` and the experiment's `eval.benign`)."""
+
+    tasks: list[str] = cfg([], "lm-evaluation-harness tasks, comma separated: registered names (mmlu, "
+                               "openbookqa, ...), task YAML files or folders of task YAMLs (local YAMLs run "
+                               "offline). Empty: exact match only.")
     num_fewshot: int = cfg(5, "Few-shot examples per lm-eval prompt (tasks that fix 0 in their YAML keep 0).")
     batch_size: int = cfg(8, "Batch size for lm-eval and for exact-match generation.")
     limit: int | None = cfg(None, "At most this many examples per task (quick runs; None: all).")
@@ -87,27 +87,43 @@ class BenignEvalConfig:
                                         "a family or category column gives a per-group breakdown; optional per-row "
                                         "`aliases` (other accepted answers) and `match` (exact, or contains: the "
                                         "answer appears as whole words in the response).")
-    format: str = cfg("plain", "Exact-match prompt format: plain or chat.")
     apply_chat_template: bool = cfg(False, "lm-eval: wrap prompts in the tokenizer's chat template "
                                            "(off: as the reference, for base models).")
     max_new_tokens: int = cfg(48, "Exact match: maximum tokens generated per prompt (greedy).")
-    dtype: str = cfg("auto", "Weights dtype: auto, bfloat16, float16 or float32.")
-    seed: int = cfg(42, "Seed for exact-match generation (lm-eval keeps its own default seeds, as the reference).")
-    trust_remote_code: bool = cfg(False, "Allow model code from the hub (off: safer).")
-    progress: bool = cfg(True, "Show progress bars.")
 
     def __post_init__(self):
         self.tasks = [t.strip() for t in (self.tasks or []) if t and t.strip()]
-        if not self.tasks and not self.exact_match:
-            raise UserError("nothing to evaluate: pass --tasks NAMES_OR_YAMLS and/or --exact-match FILE")
-        if self.format not in FORMATS:
-            raise UserError(f"unknown format {self.format!r}: use plain or chat")
         if self.num_fewshot < 0:
             raise UserError(f"num_fewshot must be 0 or more, got {self.num_fewshot}")
         if self.batch_size <= 0 or self.max_new_tokens <= 0:
             raise UserError("batch_size and max_new_tokens must be positive")
         if self.limit is not None and self.limit <= 0:
             raise UserError(f"limit must be a positive number of examples per task, got {self.limit}")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.tasks or self.exact_match)
+
+
+@dataclass
+class BenignEvalConfig(BenignEvalSettings):
+    tasks: list[str] = cfg(list(DEFAULT_TASKS), "lm-evaluation-harness tasks, comma separated: registered names "
+                                                "(mmlu, openbookqa, ...), task YAML files or folders of task YAMLs "
+                                                "(local YAMLs run offline). Empty: exact match only.")
+    model: str = cfg("", "Model to evaluate: a Hugging Face name or a local folder.")
+    out: str = cfg("", "Output folder: metrics.json, lm_eval_samples.jsonl, generations.jsonl, config.yaml.")
+    format: str = cfg("plain", "Exact-match prompt format: plain or chat.")
+    dtype: str = cfg("auto", "Weights dtype: auto, bfloat16, float16 or float32.")
+    seed: int = cfg(42, "Seed for exact-match generation (lm-eval keeps its own default seeds, as the reference).")
+    trust_remote_code: bool = cfg(False, "Allow model code from the hub (off: safer).")
+    progress: bool = cfg(True, "Show progress bars.")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.enabled:
+            raise UserError("nothing to evaluate: pass --tasks NAMES_OR_YAMLS and/or --exact-match FILE")
+        if self.format not in FORMATS:
+            raise UserError(f"unknown format {self.format!r}: use plain or chat")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,7 +328,7 @@ def run_lm_eval(config: BenignEvalConfig, model, tokenizer, manager, tasks: list
 
 def load_exact_match(path: str, limit: int | None) -> tuple[list, list[dict], str | None]:
     """(examples with answers, raw rows, breakdown column) from a prompt/answer file."""
-    from .data.sources import load_examples, read_local_rows
+    from ..data.sources import load_examples, read_local_rows
 
     examples = load_examples(path, schema="generic")  # generic: `answer` (or response/target) is the reference
     rows = read_local_rows(path)
@@ -355,11 +371,19 @@ def score_exact_match(config: BenignEvalConfig, model, tokenizer, examples, rows
 
 
 def _load_model(config: BenignEvalConfig, model, tokenizer):
-    from .models import default_device, load_model, load_tokenizer
+    from ..models import default_device, load_model, load_tokenizer
 
     tokenizer = tokenizer or load_tokenizer(config.model, config.trust_remote_code)
     model = model or load_model(config.model, config.dtype, config.trust_remote_code, device=default_device())
     return model.eval(), tokenizer
+
+
+def check_tasks(tasks: list[str]) -> None:
+    """Resolve and load the lm-eval tasks (their datasets included) without a model: a bad task name,
+    YAML or offline dataset fails here, before any training."""
+    plan = plan_tasks(tasks)
+    if plan.names:
+        load_tasks(task_manager(plan), plan.names)
 
 
 def evaluate_benign(config: BenignEvalConfig, model=None, tokenizer=None, write: bool = True) -> dict:
@@ -367,7 +391,7 @@ def evaluate_benign(config: BenignEvalConfig, model=None, tokenizer=None, write:
 
     Every input is checked (task names, YAMLs, datasets, the exact-match file) before the model loads.
     """
-    from .models import model_name
+    from ..models import model_name
 
     if write and not config.out:
         raise UserError("no output folder given: pass --out DIR")

@@ -1,0 +1,120 @@
+"""Evaluating one model inside an experiment: harm, benign capability and drift, the model loaded once.
+
+The stage configs are built from the experiment's typed sections (eval.harm is a HarmEvalSettings,
+eval.benign a BenignEvalSettings) plus the experiment-wide fields (format, dtype, seed...), so no field
+is renamed or copied by hand here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import build_config, to_dict
+from ..errors import UserError
+from .config import ExperimentConfig
+
+RESULT_HARM_KEYS = ("judge", "n", "harmful_rate", "harmfulness_score", "unparsed", "per_category")
+
+
+def common_fields(config: ExperimentConfig) -> dict:
+    return {"format": config.format, "dtype": config.dtype, "seed": config.seed,
+            "trust_remote_code": config.trust_remote_code, "progress": config.progress}
+
+
+def harm_config(config: ExperimentConfig, model_dir: str):
+    from ..evaluation.harm import HarmEvalConfig
+
+    return build_config(HarmEvalConfig, {**to_dict(config.eval.harm), **to_dict(config.data.harm_eval),
+                                         **common_fields(config), "model": model_dir}, where="eval.harm")
+
+
+def benign_config(config: ExperimentConfig, model_dir: str):
+    from ..evaluation.benign import BenignEvalConfig
+
+    return build_config(BenignEvalConfig, {**to_dict(config.eval.benign), **common_fields(config), "model": model_dir},
+                        where="eval.benign")
+
+
+class ModelEvaluator:
+    """Evaluates models for one experiment; the judge and the drift reference are built once."""
+
+    def __init__(self, config: ExperimentConfig, run_dir: Path, drift_trigger: Path | None = None):
+        self.config = config
+        self.drift_trigger = drift_trigger
+        self.judge = config.eval.harm.make_judge(config.progress, config.trust_remote_code)
+        if config.eval.benign.tasks:
+            from ..evaluation.benign import check_tasks
+
+            check_tasks(config.eval.benign.tasks)
+        self.run_dir = run_dir
+        self.probe = None
+
+    def prepare_drift(self) -> None:
+        """Reference states of base + trigger (after the defenses exist: the trigger may be one's)."""
+        drift = self.config.eval.drift
+        if self.drift_trigger is None:
+            return
+        from ..data.formats import PromptFormat
+        from ..data.sources import load_data
+        from ..evaluation.drift import DriftProbe
+        from ..evaluation.harm import harmful_prompts
+        from ..models import default_device, load_model, load_tokenizer
+        from ..trigger import SafetyTrigger
+        from ..utils import atomic_write_json
+
+        c, path = self.config, self.drift_trigger
+        tokenizer = load_tokenizer(c.model, c.trust_remote_code)
+        base = load_model(c.model, c.dtype, c.trust_remote_code, device=default_device())
+        trigger = SafetyTrigger.load(path, model=base, fmt=c.format)
+        prompts = [r.prompt for r in harmful_prompts(load_data(c.data.harm_eval, "evaluation data"), drift.n, c.seed)]
+        self.probe = DriftProbe(base, tokenizer, trigger, prompts, PromptFormat(tokenizer, c.format),
+                                c.eval.harm.batch_size)
+        atomic_write_json(self.run_dir / "drift_reference.json", {"trigger": str(path), "n_prompts": len(prompts),
+                                                                  "base_without_trigger": self.probe.outside})
+
+    def evaluate(self, model_dir: str) -> dict:
+        """Harm, benign and drift of the model in `model_dir` (loaded once for all three)."""
+        from ..evaluation.benign import evaluate_benign
+        from ..evaluation.harm import evaluate_harm
+        from ..models import default_device, load_model, load_tokenizer
+
+        c = self.config
+        tokenizer = load_tokenizer(model_dir, c.trust_remote_code)
+        model = load_model(model_dir, c.dtype, c.trust_remote_code, device=default_device())
+        harm = evaluate_harm(harm_config(c, model_dir), model=model, tokenizer=tokenizer, judge=self.judge, write=False)
+        benign = {}
+        if c.eval.benign.enabled:
+            benign = evaluate_benign(benign_config(c, model_dir), model=model, tokenizer=tokenizer, write=False)
+        drift = self.probe.measure(model) if self.probe is not None else None
+        del model
+        return {"harm": {k: harm[k] for k in RESULT_HARM_KEYS},
+                "harmful_rate": harm["harmful_rate"], "harmfulness_score": harm["harmfulness_score"],
+                "benign": benign_summary(benign), "benign_score": benign_score(benign, c.eval.benign_metric),
+                "drift": drift}
+
+
+def benign_score(metrics: dict, which: str) -> float | None:
+    """One number for capability bounds: exact match, one task's accuracy, or the mean over tasks."""
+    tasks = metrics.get("tasks", {}) if metrics else {}
+    if not tasks:
+        return None
+
+    def value(entry: dict):
+        for key in ("accuracy", "acc_norm", "acc", "exact_match"):
+            if isinstance(entry.get(key), (int, float)):
+                return float(entry[key])
+        return None
+
+    if which == "auto":
+        if "exact_match" in tasks:
+            return value(tasks["exact_match"])
+        values = [value(t) for t in tasks.values() if value(t) is not None]
+        return sum(values) / len(values) if values else None
+    if which not in tasks:
+        raise UserError(f"eval.benign_metric {which!r} is not among the benign results {sorted(tasks)}")
+    return value(tasks[which])
+
+
+def benign_summary(metrics: dict) -> dict:
+    tasks = metrics.get("tasks", {}) if metrics else {}
+    return {name: {k: v for k, v in entry.items() if k != "subtasks"} for name, entry in tasks.items()}

@@ -1,0 +1,42 @@
+"""The plan of an experiment: the attack grid's cells, the fingerprints that decide what is done,
+and the text `sgt run --dry-run` prints."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+
+from .config import AttackGrid
+
+
+@dataclass
+class Cell:
+    kind: str
+    shots: int
+    lr: float
+    epochs: float
+    lora: bool
+    seed: int
+
+    @property
+    def id(self) -> str:
+        prefix = "" if self.kind == "harmful" else f"{self.kind}_"
+        return f"{prefix}shots{self.shots}_lr{self.lr:g}_ep{self.epochs:g}_{'lora' if self.lora else 'full'}_seed{self.seed}"
+
+    @property
+    def setting(self) -> str:
+        """The attack setting without the budget and seed (one line per setting in the plots)."""
+        kind = "" if self.kind == "harmful" else f"{self.kind}, "
+        return f"{kind}lr={self.lr:g}, ep={self.epochs:g}, {'LoRA' if self.lora else 'full'}"
+
+
+def grid_cells(grid: AttackGrid) -> list[Cell]:
+    return [Cell(str(k), int(s), float(lr), float(e), bool(lo), int(seed))
+            for k, s, lr, e, lo, seed in itertools.product(grid.kind, grid.shots, grid.lr, grid.epochs, grid.lora,
+                                                           grid.seeds)]
+
+
+def fingerprint(data) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,0 +1,304 @@
+"""`sgt run`: defenses x attack grid x evaluation -> report, from one YAML config, resumable.
+
+    sgt run configs/toy.yaml --out runs/toy-demo
+
+Layout of the run folder (results on disk are the source of truth; a re-run skips what is done):
+    config.yaml                                  the experiment config as given
+    defenses/<name>/model/ (+ trigger/)          defended checkpoints (the base itself for `none`)
+    defenses/<name>/result.json                  evaluation of the defended model (no attack)
+    attacks/<name>/<cell>/result.json            evaluation after one attack cell
+    results.json, report.md, *.png               the report (rebuilt at the end of every run)
+Each result.json stores a fingerprint of everything it depends on; a result whose fingerprint no
+longer matches the config is recomputed, so `--force` on a changed config redoes only what changed.
+A defense interrupted mid-way resumes: finished stages are kept, and a stage with checkpoints
+(save_steps > 0) continues from its last one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from ..attacks import AttackContext, make_attack
+from ..config import read_yaml, save_config, show_config, to_dict
+from ..defenses import DefenseContext, make_defense
+from ..errors import UserError
+from ..utils import atomic_write_json, human_seconds, read_json
+from .config import ExperimentConfig, load_experiment
+from .evaluation import ModelEvaluator
+from .plan import Cell, fingerprint, grid_cells
+
+
+class Experiment:
+    """A validated experiment: typed defenses, attacks and cells; `run()` executes what is not done."""
+
+    def __init__(self, config: ExperimentConfig, out: str | Path):
+        self.config = config                 # as given (world: paths unresolved); saved in the run folder
+        self.out = Path(out)
+        self.world = config.world_folder() if config.uses_world() else None
+        self.resolved = config.resolved()    # every world: path resolved
+        r = self.resolved
+        defense_context = DefenseContext(base_model=r.model, defense_data=to_dict(r.data.defense), format=r.format,
+                                         dtype=r.dtype, seed=r.seed, trust_remote_code=r.trust_remote_code,
+                                         progress=r.progress, launcher=r.launcher or None)
+        # Building the defenses and attacks validates every setting, before any model is loaded.
+        self.defenses = [make_defense(spec, defense_context) for spec in r.defenses]
+        attack_context = AttackContext(attack_data=to_dict(r.data.attack), format=r.format, dtype=r.dtype,
+                                       trust_remote_code=r.trust_remote_code, progress=r.progress,
+                                       launcher=r.launcher or None)
+        self.attacks = {kind: make_attack(kind, {**r.attack.settings, **r.attack.kinds.get(kind, {})}, attack_context)
+                        for kind in r.attack.kind}
+        self.cells = grid_cells(r.attack)
+        self.drift_trigger = self._drift_trigger()
+
+    def _drift_trigger(self) -> Path | None:
+        """The trigger of eval.drift: a defense's (by name) or a folder; checked before any work."""
+        name = self.resolved.eval.drift.trigger
+        if not name:
+            return None
+        for defense in self.defenses:
+            if defense.name == name:
+                path = defense.trigger_path(self.out / "defenses" / defense.name)
+                if path is None:
+                    raise UserError(f"eval.drift.trigger: defense {name!r} ({defense.kind}) has no trigger; "
+                                    "name a defense that learns one (e.g. sgt) or give a trigger folder")
+                return path
+        if not Path(name).exists():
+            raise UserError(f"eval.drift.trigger: {name!r} is neither a defense of this run nor a trigger folder")
+        return Path(name)
+
+    # -- the plan ----------------------------------------------------------------------------------
+
+    def describe(self) -> str:
+        r = self.resolved
+        lines = [f"experiment {r.name!r} -> {self.out}"]
+        if self.world:
+            from ..worlds import WORLD_FILE
+
+            w = r.world
+            state = "built" if (self.world / WORLD_FILE).is_file() else "will be built"
+            base = f" base={w.base_model}" if w.base_model else ""
+            lines.append(f"  world: kind={w.kind} preset={w.preset} seed={w.seed}{base} at {self.world} ({state})")
+        lines.append(f"  base model: {r.model}  (format={r.format}, dtype={r.dtype})")
+        lines.append(f"  launcher: {' '.join(r.launcher) if r.launcher else 'in-process'}")
+        for key in ("defense", "attack", "harm_eval"):
+            d = getattr(r.data, key)
+            lines.append(f"  data.{key}: {d.data}" + (f" (split={d.split})" if d.split else ""))
+        h, b = r.eval.harm, r.eval.benign
+        lines.append(f"  evaluation: judge={h.judge} {h.judge_options or ''}, n={h.n}, max_new_tokens={h.max_new_tokens}; "
+                     f"benign: exact_match={b.exact_match}, tasks={b.tasks or '-'}; drift: {r.eval.drift.trigger or 'off'}")
+        lines.append("  defenses:")
+        for defense in self.defenses:
+            lines.append(f"    - {defense.name}: {defense.summary}")
+        g = r.attack
+        lines.append(f"  attack grid: {len(self.cells)} cells per defense = kind {g.kind} x shots {g.shots} x lr "
+                     f"{g.lr} x epochs {g.epochs} x lora {g.lora} x seeds {g.seeds}")
+        total = len(self.defenses) * (len(self.cells) + 1)
+        done = len(list(self.out.glob("defenses/*/result.json")) + list(self.out.glob("attacks/*/*/result.json")))
+        lines.append(f"  evaluations: {total} ({done} already done)")
+        return "\n".join(lines)
+
+    def eval_fingerprint(self) -> dict:
+        r = self.resolved
+        key = {"eval": to_dict(r.eval), "harm_eval": to_dict(r.data.harm_eval), "seed": r.seed, "format": r.format}
+        if r.eval.drift.trigger:  # the drift reference may be a defense's trigger: results depend on it
+            key["drift_defense"] = [d.fingerprint() for d in self.defenses if d.name == r.eval.drift.trigger]
+        return key
+
+    # -- running -----------------------------------------------------------------------------------
+
+    def prepare(self) -> ModelEvaluator:
+        """Everything that can fail on user input, before any output is written or weights trained."""
+        if self.world:
+            self._build_world()
+        self._check_data()
+        return ModelEvaluator(self.resolved, self.out, self.drift_trigger)
+
+    def run(self, evaluator: ModelEvaluator | None = None) -> dict:
+        from ..report import write_report
+        from ..utils import seed_everything
+
+        start = time.time()
+        evaluator = evaluator or self.prepare()
+        seed_everything(self.resolved.seed)
+        # Every defense first: the drift probe may need a defense's trigger before any evaluation.
+        model_dirs = {d.name: self._defended_model(d, self.out / "defenses" / d.name) for d in self.defenses}
+        evaluator.prepare_drift()
+        total = len(self.defenses) * (len(self.cells) + 1)
+        step = 0
+        for defense in self.defenses:
+            model_dir = model_dirs[defense.name]
+            base_key = {"defense": defense.fingerprint(), **self.eval_fingerprint()}
+            step += 1
+            self._cell(self.out / "defenses" / defense.name / "result.json", base_key,
+                       f"[{step}/{total}] {defense.name}, no attack", lambda md=model_dir: evaluator.evaluate(md))
+            for cell in self.cells:
+                step += 1
+                cell_dir = self.out / "attacks" / defense.name / cell.id
+                attack = self.attacks[cell.kind]
+                key = {**base_key, "cell": dataclasses.asdict(cell), "attack": attack.settings,
+                       "attack_data": to_dict(self.resolved.data.attack)}
+                label = f"[{step}/{total}] {defense.name}, shots={cell.shots} {cell.setting} seed={cell.seed}"
+                self._cell(cell_dir / "result.json", key, label,
+                           lambda md=model_dir, cd=cell_dir, c=cell: self._attack_and_evaluate(md, c, cd, evaluator),
+                           extra={"defense": defense.name, "cell": dataclasses.asdict(cell), "setting": cell.setting})
+        summary = write_report(self.out, self.config, self.cells)
+        summary["seconds"] = round(time.time() - start, 1)
+        print_line(f"done in {human_seconds(summary['seconds'])}: {self.out / 'report.md'}")
+        return summary
+
+    def _build_world(self) -> None:
+        from ..worlds import build_world
+
+        world = dataclasses.replace(self.config.world, out=str(self.world), progress=self.config.progress)
+        manifest = build_world(world)
+        print_line(f"[world] ready: {world.kind} {world.preset} ({manifest.get('parameters', 0):,} parameters; "
+                   f"built in {human_seconds(manifest['build_seconds'])})")
+
+    def _check_data(self) -> None:
+        """Missing local files fail here, before hours of training, not when a later stage needs them."""
+        from ..data.sources import looks_local
+
+        r = self.resolved
+        paths = [(f"data.{k}", getattr(r.data, k).data) for k in ("defense", "attack", "harm_eval")]
+        paths.append(("eval.benign.exact_match", r.eval.benign.exact_match))
+        paths += [("eval.benign.tasks", t) for t in r.eval.benign.tasks if t.endswith((".yaml", ".yml"))]
+        for where, path in paths:
+            if path and looks_local(path) and not Path(path).exists():
+                raise UserError(f"{where}: file not found: {path} (check the path in the config)")
+
+    def _defended_model(self, defense, folder: Path) -> str:
+        """Apply `defense` once: reuse a finished one, resume an interrupted one, redo a stale one."""
+        marker = folder / "defense.json"
+        key = fingerprint(defense.fingerprint())
+        state = _read_marker(marker)
+        if state.get("fingerprint") == key and state.get("done"):
+            return state["model"]
+        if folder.exists() and state.get("fingerprint") != key:
+            shutil.rmtree(folder)  # made by another config: start this defense over
+        folder.mkdir(parents=True, exist_ok=True)
+        resuming = state.get("fingerprint") == key
+        print_line(f"[defense {defense.name}] {'resuming' if resuming else 'applying'} ({defense.kind})")
+        atomic_write_json(marker, {"fingerprint": key, "defense": defense.fingerprint(), "done": False})
+        t = time.time()
+        model_dir = defense.apply(folder)
+        atomic_write_json(marker, {"fingerprint": key, "defense": defense.fingerprint(), "done": True,
+                                   "model": model_dir, "seconds": round(time.time() - t, 1)})
+        return model_dir
+
+    def _cell(self, path: Path, key: dict, label: str, compute, extra: dict | None = None) -> dict:
+        digest = fingerprint(key)
+        previous = _read_marker(path)
+        if previous.get("fingerprint") == digest:
+            print_line(f"{label}: done earlier - {_summary(previous)}")
+            return previous
+        t = time.time()
+        result = {**(extra or {}), **compute(), "fingerprint": digest}
+        result["seconds"] = round(time.time() - t, 1)
+        atomic_write_json(path, result)
+        print_line(f"{label}: {_summary(result)} ({human_seconds(result['seconds'])})")
+        return result
+
+    def _attack_and_evaluate(self, model_dir: str, cell: Cell, cell_dir: Path, evaluator: ModelEvaluator) -> dict:
+        out = cell_dir / "model"
+        metrics = self.attacks[cell.kind].run(model_dir, cell, out)
+        result = evaluator.evaluate(str(out))
+        result["attack"] = {k: metrics.get(k) for k in ("rows", "steps", "first_loss", "last_loss", "seconds")}
+        if not self.config.keep_models:
+            shutil.rmtree(out, ignore_errors=True)
+        return result
+
+
+def _read_marker(path: Path) -> dict:
+    """A JSON state file, or {} when missing or unreadable (then the work is simply redone)."""
+    if not path.is_file():
+        return {}
+    try:
+        data = read_json(path)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _summary(result: dict) -> str:
+    harmful = result.get("harmful_rate")
+    benign = result.get("benign_score")
+    text = f"harmful {harmful:.2f}" if harmful is not None else "harmful n/a"
+    if benign is not None:
+        text += f", benign {benign:.2f}"
+    return text
+
+
+def print_line(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+# ---------------------------------------------------------------------------------------------
+
+
+def run_from_cli(path: str, out: str, dry_run: bool = False, force: bool = False,
+                 overrides: list[str] | None = None, show: bool = False) -> dict | None:
+    config = load_experiment(path, overrides)
+    if show:
+        print(show_config(config))
+        return None
+    if not out:
+        raise UserError("no output folder given: pass --out DIR")
+    experiment = Experiment(config, out)
+    if dry_run:
+        print(experiment.describe())
+        return None
+    return run_experiment(config, out, force=force, experiment=experiment)
+
+
+def run_experiment(config: ExperimentConfig, out: str | Path, force: bool = False, experiment=None) -> dict:
+    """Run (or resume) the experiment in `out`; returns the report summary."""
+    out = Path(out)
+    experiment = experiment or Experiment(config, out)
+    saved = out / "config.yaml"
+    if saved.is_file() and not force:
+        previous = read_yaml(saved)
+        if previous != to_dict(config):
+            raise UserError(f"{out} holds a run of a different config; use another --out, or pass --force to "
+                            "reuse it (finished results that the change does not affect are kept)")
+    start = time.time()
+    evaluator = experiment.prepare()
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out)
+    print_line(experiment.describe())
+    summary = experiment.run(evaluator)
+    summary["wall_seconds"] = round(time.time() - start, 1)  # world build included
+    atomic_write_json(out / "run.json", {"wall_seconds": summary["wall_seconds"], "machine": machine_info(),
+                                         "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+    return summary
+
+
+def machine_info() -> str:
+    import os
+    import platform
+
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU only, {os.cpu_count()} cores"
+    return f"{device}; Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def report_from_cli(run_dir: str, readme: str | None, assets: str, block: str = "demo-results",
+                    command: str = "make demo") -> dict:
+    """`sgt report RUN_DIR`: rebuild the report from the result files (and refresh a README block)."""
+    from ..config import build_config
+    from ..report import update_readme, write_report
+
+    saved = Path(run_dir) / "config.yaml"
+    if not saved.is_file():
+        raise UserError(f"{run_dir} is not an `sgt run` folder (no config.yaml)")
+    config = build_config(ExperimentConfig, read_yaml(saved), where="experiment")
+    summary = write_report(run_dir, config, grid_cells(config.attack))
+    if readme:
+        update_readme(run_dir, readme, assets, block, command)
+    return summary

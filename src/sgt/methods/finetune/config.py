@@ -1,0 +1,49 @@
+"""Settings of supervised fine-tuning: the sft defense and the malicious fine-tuning attack."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...config import cfg
+from ...data.formats import FORMATS
+from ...data.sources import DataFields
+from ...errors import UserError
+from ...refusal import REFUSAL
+from ...training import LoraFields, OptimFields, validate_optim
+
+
+@dataclass
+class FinetuneConfig(OptimFields, LoraFields, DataFields):
+    model: str = cfg("", "Model to fine-tune: a Hugging Face name or a local folder.")
+    out: str = cfg("", "Output folder: a Hugging Face checkpoint plus config.yaml and metrics.json.")
+    format: str = cfg("plain", "Prompt format: plain (User:/Assistant:) or chat (the tokenizer's template).")
+    train_on: str = cfg("response", "Which tokens carry the loss: response (default) or all (pretraining).")
+    refuse_harmful: bool = cfg(False, "Answer harmful prompts with `refusal` instead of their response "
+                                      "(conventional safety alignment: the sft defense).")
+    refusal: str = cfg(REFUSAL, "Refusal target text for harmful prompts.")
+    trust_remote_code: bool = cfg(False, "Allow model code from the hub (off: safer).")
+
+    def __post_init__(self):
+        validate_optim(self)
+        if self.format not in FORMATS:
+            raise UserError(f"unknown format {self.format!r}: use plain or chat")
+        if self.train_on not in ("response", "all"):
+            raise UserError(f"train_on must be response or all, got {self.train_on!r}")
+
+
+@dataclass
+class AttackConfig(FinetuneConfig):
+    """Malicious fine-tuning (reference: 500 BeaverTails pairs, lr 1e-5, batch 2, length 512, 1 epoch)."""
+
+    data: str = cfg("PKU-Alignment/BeaverTails", "Harmful QA data (rows labelled harmful are used).")
+    shots: int = cfg(500, "Attacker data budget: number of harmful pairs, sampled with `seed`.")
+    allow_repeat: bool = cfg(False, "Allow shots larger than the dataset by sampling with repetition.")
+    # The reference attack's optimiser (4.2_mft.py): torch AdamW, weight decay 0.01, constant lr, no clipping.
+    scheduler: str = cfg("constant", "Learning-rate schedule (reference attack: constant).")
+    weight_decay: float = cfg(0.01, "AdamW weight decay (reference attack: 0.01).")
+    max_grad_norm: float = cfg(0.0, "Gradient clipping norm (0: no clipping, as the reference attack).")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.shots <= 0:
+            raise UserError(f"shots must be a positive number of examples, got {self.shots}")

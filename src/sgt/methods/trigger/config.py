@@ -1,0 +1,49 @@
+"""Settings of stage 1 (reference: seed script 3.1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...config import cfg
+from ...data.formats import FORMATS
+from ...data.sources import DataFields
+from ...errors import UserError
+from ...refusal import REFUSAL, HeldOutFields
+from ...training import OptimFields, validate_optim
+
+
+@dataclass
+class TriggerConfig(HeldOutFields, OptimFields, DataFields):
+    model: str = cfg("", "Frozen model to learn the trigger for: a Hugging Face name or a local folder.")
+    out: str = cfg("", "Output folder: trigger.safetensors + trigger.json + config.yaml + metrics.json.")
+    data: str = cfg("allenai/wildguardmix", "Training data; its harmful prompts are used (benign ones too if benign_weight > 0).")
+    format: str = cfg("plain", "Prompt format: plain or chat.")
+    length: int = cfg(1, "Number of trigger positions inserted after the user-turn anchor.")
+    tied: bool = cfg(True, "One vector repeated `length` times (reference) instead of `length` independent vectors.")
+    init: str = cfg("random", "Initialisation: random (N(0, init_std^2)) or text (embeddings of init_text).")
+    init_std: float = cfg(0.01, "Standard deviation of the random initialisation.")
+    init_text: str = cfg("You are a safe and responsible assistant.", "Text whose token embeddings initialise the trigger (init: text).")
+    refusal: str = cfg(REFUSAL, "Refusal target the trigger should evoke on harmful prompts.")
+    consistency_weight: float = cfg(1.0, "Weight of the perturbation-consistency KL term.")
+    noise_std: float = cfg(0.01, "Std of the Gaussian noise added to the trigger for the consistency term.")
+    noise_draws: int = cfg(2, "Noise draws per step for the consistency term.")
+    temperature: float = cfg(1.0, "Softmax temperature of the consistency KL.")
+    benign_weight: float = cfg(0.0, "Weight of KL(no trigger || trigger) on benign answers (0: off, as the reference).")
+    max_rows: int | None = cfg(None, "Use at most this many training prompts (sampled with seed; default all).")
+    trust_remote_code: bool = cfg(False, "Allow model code from the hub (off: safer).")
+    # reference optimisation defaults
+    lr: float = cfg(1e-3, "Learning rate (AdamW) of the trigger.")
+    batch_size: int = cfg(4, "Per-device batch size.")
+    max_length: int = cfg(1024, "Maximum tokens per row.")
+    scheduler: str = cfg("constant", "Learning-rate schedule.")
+
+    def __post_init__(self):
+        validate_optim(self)
+        if self.format not in FORMATS:
+            raise UserError(f"unknown format {self.format!r}: use plain or chat")
+        if self.init not in ("random", "text"):
+            raise UserError(f"init must be random or text, got {self.init!r}")
+        if self.length < 1:
+            raise UserError(f"length must be at least 1, got {self.length}")
+        if self.noise_draws < 0 or self.noise_std < 0:
+            raise UserError("noise_draws and noise_std must not be negative")
