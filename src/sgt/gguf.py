@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .utils import cache_root, output_dir
 
 GGUF_SUFFIX = ".gguf"
@@ -103,8 +103,6 @@ def _check_readable(file: Path) -> None:
     try:
         GGUFReader(str(file))
     except Exception as exc:
-        from .models import first_line
-
         raise UserError(f"{file} is not a readable GGUF model ({first_line(exc)}); check the file "
                         "(re-download or reinstall the package that ships it)") from None
 
@@ -118,8 +116,6 @@ def _convert(file: Path, folder: Path) -> None:
         config = AutoConfig.from_pretrained(str(file.parent), gguf_file=file.name)
         loaded = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name, dtype=torch.float32)
     except Exception as exc:  # truncated file, wrong magic, unsupported architecture...
-        from .models import first_line
-
         raise UserError(f"{file} is not a readable GGUF model ({first_line(exc)}); check the file "
                         "(re-download or reinstall the package that ships it)") from None
     # A plain model built from the config without the GGUF quantization settings can be saved.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
@@ -107,8 +107,3 @@ def num_layers(model) -> int:
 
 def model_name(model) -> str:
     return str(getattr(model.config, "_name_or_path", "") or "unknown")
-
-
-def first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
