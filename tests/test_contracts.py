@@ -79,17 +79,27 @@ def predicting_positions(labels, rows):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_stage1_loss_is_refusal_ce_plus_consistency_kl_plus_benign_kl(toy_micro, toy_tokenizer):
+STAGE1_CASES = {  # name: (TriggerConfig values, (consistency weight, noise std, temperature, benign weight))
+    # large noise and weights, so that every term moves the total well beyond the tolerance
+    "custom": ({"consistency_weight": 7.0, "noise_draws": 2, "noise_std": 0.5, "temperature": 2.0,
+                "benign_weight": 30.0}, (7.0, 0.5, 2.0, 30.0)),
+    # the reference: weight 1, noise N(0, 0.01^2), 2 draws, temperature 1, no benign term
+    "reference": ({"reference": True}, (1.0, 0.01, 1.0, 0.0)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STAGE1_CASES))
+def test_stage1_loss_is_refusal_ce_plus_consistency_kl_plus_benign_kl(toy_micro, toy_tokenizer, case):
+    from sgt.config import build_config
     from sgt.methods.trigger import TriggerConfig, trigger_loss
     from sgt.models import load_model
 
+    values, (w_c, std, temp, w_b) = STAGE1_CASES[case]
     model = load_model(str(toy_micro / "base"), "float32").eval()  # trained: its outputs react to the trigger
     rows = [(p, None, True) for p in HARMFUL] + [(p, r, False) for p, r in BENIGN]
     batch = batch_of(toy_tokenizer, rows)
+    config = build_config(TriggerConfig, {"model": "m", "out": "o", **values})
     trigger = SafetyTrigger(model.config.hidden_size, length=3, tied=False, init_std=0.5)
-    # large noise and weights so that every term moves the total well beyond the tolerance
-    config = TriggerConfig(model="m", out="o", consistency_weight=7.0, noise_draws=2, noise_std=0.5,
-                           temperature=2.0, benign_weight=30.0)
     ids, mask, labels, pos, harmful = (batch[k] for k in ("input_ids", "attention_mask", "labels", "trigger_pos", "harmful"))
     torch.manual_seed(123)
     with torch.no_grad():
@@ -107,20 +117,23 @@ def test_stage1_loss_is_refusal_ce_plus_consistency_kl_plus_benign_kl(toy_micro,
         places = predicting_positions(labels_t, harmful.tolist())
         draws = []
         for _ in range(2):
-            noisy, _ = with_trigger_by_hand(model, ids, mask, pos, vectors + torch.randn_like(vectors) * 0.5)
-            draws.append(torch.stack([kl(logits[b, t], noisy[b, t], 2.0) for b, t in places]).mean())
+            noisy, _ = with_trigger_by_hand(model, ids, mask, pos, vectors + torch.randn_like(vectors) * std)
+            draws.append(torch.stack([kl(logits[b, t], noisy[b, t], temp) for b, t in places]).mean())
         consistency = sum(draws) / 2
         plain = model(input_ids=ids, attention_mask=mask).logits
         kept = drop(logits, pos, k)
         benign_places = predicting_positions(labels, (~harmful).tolist())
-        benign = torch.stack([kl(plain[b, t], kept[b, t], 2.0) for b, t in benign_places]).mean()
-    expected = ce + 7.0 * consistency + 30.0 * benign
+        benign = torch.stack([kl(plain[b, t], kept[b, t], temp) for b, t in benign_places]).mean()
+    expected = ce + w_c * consistency + w_b * benign
     assert parts["refusal_ce"] == pytest.approx(float(ce), rel=1e-4)
-    assert parts["consistency_kl"] == pytest.approx(float(consistency), rel=1e-4)
-    assert parts["benign_kl"] == pytest.approx(float(benign), rel=1e-4)
+    assert parts["consistency_kl"] == pytest.approx(float(consistency), rel=1e-3, abs=1e-9)
     assert float(loss) == pytest.approx(float(expected), rel=1e-5)
-    # the terms are really exercised: each moves the total by far more than the tolerance
-    assert 7.0 * float(consistency) > 1e-3 * float(expected) and 30.0 * float(benign) > 1e-3 * float(expected)
+    if case == "custom":  # every term really exercised: each moves the total far beyond the tolerance
+        assert parts["benign_kl"] == pytest.approx(float(benign), rel=1e-4)
+        assert w_c * float(consistency) > 1e-3 * float(expected) and w_b * float(benign) > 1e-3 * float(expected)
+    else:  # the reference's other choices: one tied vector, plain AdamW with weight decay, no clipping
+        assert "benign_kl" not in parts
+        assert (config.length, config.tied, config.lr, config.weight_decay, config.max_grad_norm) == (1, True, 1e-3, 0.01, 0.0)
 
 
 def test_trigger_positions_never_carry_loss():
@@ -138,17 +151,57 @@ def test_trigger_positions_never_carry_loss():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("distance, repel", [("mse", "log"), ("relative", "hinge"), ("cosine", "inverse")])
-def test_stage2_objective_is_the_formula(toy_tokenizer, distance, repel):
+@pytest.fixture()
+def no_bos_tokenizer(toy_tokenizer):
+    """The toy tokenizer without its BOS (like Qwen3-Base): masks must not shift by one."""
+    import copy
+
+    from tokenizers import processors
+
+    tokenizer = copy.deepcopy(toy_tokenizer)
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B")
+    assert tokenizer("", add_special_tokens=True)["input_ids"] == []
+    return tokenizer
+
+
+CASES = {  # name: (AlignConfig values, the same settings spelled out for the hand-written formula)
+    "mse-log-row": ({"distance": "mse", "repel": "log", "repel_reduce": "row", "alpha": 0.7, "beta": 0.4,
+                     "ce_weight": 1.3, "harmful_ce_weight": 0.5},
+                    dict(distance="mse", repel="log", reduce="row", alpha=0.7, beta=0.4, ce=1.3, harmful_ce=0.5,
+                         predicting=True)),
+    "relative-hinge-token": ({"distance": "relative", "repel": "hinge", "repel_reduce": "token", "repel_margin": 0.9,
+                              "alpha": 2.0, "beta": 3.0, "ce_weight": 0.5},
+                             dict(distance="relative", repel="hinge", reduce="token", alpha=2.0, beta=3.0, ce=0.5,
+                                  harmful_ce=0.0, predicting=True)),
+    "cosine-inverse-row": ({"distance": "cosine", "repel": "inverse", "alpha": 1.5, "beta": 0.2},
+                           dict(distance="cosine", repel="inverse", reduce="row", alpha=1.5, beta=0.2, ce=1.0,
+                                harmful_ce=0.0, predicting=True)),
+    # reference: true = the reference code's choices without its bugs: its intended mask (response
+    # tokens only), MSE, log repel per row, alpha = beta = 1, CE on benign rows only
+    "reference": ({"reference": True},
+                  dict(distance="mse", repel="log", reduce="row", alpha=1.0, beta=1.0, ce=1.0, harmful_ce=0.0,
+                       predicting=False)),
+}
+
+
+@pytest.mark.parametrize("bos", [True, False])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_stage2_objective_is_the_formula(toy_tokenizer, no_bos_tokenizer, case, bos):
+    from sgt.config import build_config
     from sgt.methods.align import AlignConfig, alignment_objective
 
+    tokenizer = toy_tokenizer if bos else no_bos_tokenizer
+    values, spec = CASES[case]
     model = make_tiny_model(toy_tokenizer, layers=3, seed=2)
     teacher_model = make_tiny_model(toy_tokenizer, layers=3, seed=3)
     rows = [(p, None, True) for p in HARMFUL] + [(p, r, False) for p, r in BENIGN]
-    batch = batch_of(toy_tokenizer, rows)
+    batch = batch_of(tokenizer, rows)
     ids, mask, labels, harmful = (batch[k] for k in ("input_ids", "attention_mask", "labels", "harmful"))
-    config = AlignConfig(model="m", trigger="t", out="o", alpha=0.7, beta=0.4, ce_weight=1.3, harmful_ce_weight=0.5,
-                         distance=distance, repel=repel, repel_margin=0.9, repel_eps=1e-3, positions="predicting")
+    # the labels are exactly the response tokens (+ EOS), with or without a BOS in front
+    for b, (_, response, is_harmful) in enumerate(rows):
+        assert [v for v in labels[b].tolist() if v != IGNORE_INDEX][:-1] == tokenizer(
+            " " + ("I can't answer." if is_harmful else response), add_special_tokens=False)["input_ids"]
+    config = build_config(AlignConfig, {"model": "m", "trigger": "t", "out": "o", **values})
     layers = [1, 3]
     with torch.no_grad():
         out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
@@ -157,28 +210,36 @@ def test_stage2_objective_is_the_formula(toy_tokenizer, distance, repel):
                                           [teacher[i] for i in layers], labels, mask, harmful, config)
 
     def d(s, t):
-        if distance == "mse":
-            return ((s - t) ** 2).mean()
-        if distance == "relative":
-            return ((s - t) ** 2).sum() / (t ** 2).sum()
-        return 1 - (s @ t) / (s.norm() * t.norm())
+        if spec["distance"] == "mse":
+            return float(((s - t) ** 2).mean())
+        if spec["distance"] == "relative":
+            return float(((s - t) ** 2).sum() / (t ** 2).sum())
+        return float(1 - (s @ t) / (s.norm() * t.norm()))
 
     def f(x):
-        return math.log(1 + 1 / (x + 1e-3)) if repel == "log" else max(0.0, 0.9 - x) if repel == "hinge" else 1 / (x + 1e-3)
+        return {"log": lambda: math.log(1 + 1 / (x + 1e-3)), "hinge": lambda: max(0.0, 0.9 - x),
+                "inverse": lambda: 1 / (x + 1e-3)}[spec["repel"]]()
 
-    # aligned positions: response tokens and the position that predicts the first of them
-    aligned = [(b, t) for b in range(4) for t in range(labels.shape[1])
-               if labels[b, t] != IGNORE_INDEX or (t + 1 < labels.shape[1] and labels[b, t + 1] != IGNORE_INDEX)]
+    def aligned(b):  # response tokens, and (predicting) the position that predicts the first of them
+        return [t for t in range(labels.shape[1]) if labels[b, t] != IGNORE_INDEX or
+                (spec["predicting"] and t + 1 < labels.shape[1] and labels[b, t + 1] != IGNORE_INDEX)]
+
     terms = []
     for i in layers:
         s, t = out.hidden_states[i], teacher[i]
-        attract = torch.stack([d(s[b, p], t[b, p]) for b, p in aligned if harmful[b]]).mean()
-        benign_d = float(torch.stack([d(s[b, p], t[b, p]) for b, p in aligned if not harmful[b]]).mean())
-        terms.append(0.7 * (float(attract) + 0.4 * f(benign_d)))
-    expected = (1.3 * token_ce(out.logits, labels, (~harmful).tolist()) + sum(terms) / len(terms)
-                + 0.5 * token_ce(out.logits, labels, harmful.tolist()))
-    assert float(loss) == pytest.approx(float(expected), rel=1e-4)
-    assert set(parts) == {"attract", "repel", "benign_ce", "harmful_ce"}
+        attract = [d(s[b, p], t[b, p]) for b in range(4) if harmful[b] for p in aligned(b)]
+        benign_rows = [[d(s[b, p], t[b, p]) for p in aligned(b)] for b in range(4) if not harmful[b]]
+        if spec["reduce"] == "row":
+            repel = sum(f(sum(r) / len(r)) for r in benign_rows) / len(benign_rows)
+        else:
+            pooled = [x for r in benign_rows for x in r]
+            repel = f(sum(pooled) / len(pooled))
+        terms.append(spec["alpha"] * (sum(attract) / len(attract) + spec["beta"] * repel))
+    expected = spec["ce"] * token_ce(out.logits, labels, (~harmful).tolist()) + sum(terms) / len(terms)
+    if spec["harmful_ce"]:
+        expected = expected + spec["harmful_ce"] * token_ce(out.logits, labels, harmful.tolist())
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    assert {"attract", "repel", "benign_ce"} <= set(parts)
 
 
 def test_lora_teacher_is_the_base_model_with_the_trigger(toy_tokenizer, tmp_path):

@@ -70,6 +70,8 @@ def read_yaml(path: str | Path) -> dict:
 def build_config(cls: type, values: dict | None = None, where: str = "config") -> Any:
     """Construct dataclass `cls` from a plain dict, converting types and rejecting unknown keys."""
     values = dict(values or {})
+    if values.get("reference") and _to_bool(values["reference"], f"{where}.reference") and hasattr(cls, "REFERENCE"):
+        values = {**cls.REFERENCE, **values}  # the reference's settings, below anything set explicitly
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)

@@ -124,6 +124,6 @@ def _convert(file: Path, folder: Path) -> None:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
-    with output_dir(folder) as work:
+    with output_dir(folder, kind="gguf") as work:
         model.save_pretrained(str(work), safe_serialization=True)
         tokenizer.save_pretrained(str(work))

@@ -21,16 +21,28 @@ from .utils import atomic_write_json, atomic_write_text, read_json
 def collect(out: Path, config, cells: list) -> dict:
     """Per defense: the defended result and the attacked cells (seeds averaged). `cells` are the
     attack grid's cells (objects with id, shots and setting)."""
-    data = {}
+    data, unreadable = {}, []
+
+    def read(path: Path) -> dict | None:
+        if not path.is_file():
+            return None
+        try:
+            result = read_json(path)
+        except ValueError:
+            result = None
+        if not isinstance(result, dict):
+            unreadable.append(str(path.relative_to(out)))
+            return None
+        return result
+
     for spec in config.defenses:
         name = str(spec.get("name") or spec.get("defense"))
-        defended_path = out / "defenses" / name / "result.json"
-        defended = read_json(defended_path) if defended_path.is_file() else None
+        defended = read(out / "defenses" / name / "result.json")
         groups: dict[tuple, list[dict]] = defaultdict(list)
         for cell in cells:
-            path = out / "attacks" / name / cell.id / "result.json"
-            if path.is_file():
-                groups[(cell.shots, cell.setting)].append(read_json(path))
+            result = read(out / "attacks" / name / cell.id / "result.json")
+            if result is not None:
+                groups[(cell.shots, cell.setting)].append(result)
         attacked = []
         for (shots, setting), results in sorted(groups.items()):
             attacked.append({"shots": shots, "setting": setting, "seeds": len(results),
@@ -39,7 +51,7 @@ def collect(out: Path, config, cells: list) -> dict:
                              "benign_score": _mean([r.get("benign_score") for r in results]),
                              "drift": _mean_curve([r.get("drift") for r in results])})
         data[name] = {"defended": _slim(defended), "attacked": attacked}
-    return data
+    return data, unreadable
 
 
 def analyse(data: dict, floor: float, threshold: float) -> dict:
@@ -82,8 +94,10 @@ def write_report(out: str | Path, config, cells: list) -> dict:
     """results.json, report.md and the plots of the run in `out` (config: the experiment's)."""
     out = Path(out)
     settings = config.report
-    data = analyse(collect(out, config, cells), settings.capability_floor, settings.break_threshold)
-    summary = {"name": config.name, "report_settings": dataclasses.asdict(settings), "defenses": data}
+    collected, unreadable = collect(out, config, cells)
+    data = analyse(collected, settings.capability_floor, settings.break_threshold)
+    summary = {"name": config.name, "report_settings": dataclasses.asdict(settings), "defenses": data,
+               "unreadable_results": unreadable}
     atomic_write_json(out / "results.json", summary)
     plots = plot(data, out, settings)
     reference = out / "drift_reference.json"
@@ -93,7 +107,7 @@ def write_report(out: str | Path, config, cells: list) -> dict:
 
         plot_drift(panels, out / "drift.png")
         plots.append("drift.png")
-    atomic_write_text(out / "report.md", markdown(config, data, plots, panels))
+    atomic_write_text(out / "report.md", markdown(config, data, plots, panels, unreadable))
     return {"defenses": {n: {k: d[k] for k in ("budget_to_break", "budget_to_break_capability_bounded")}
                          | {"harmful_rate": (d["defended"] or {}).get("harmful_rate"),
                             "benign_score": (d["defended"] or {}).get("benign_score")}
@@ -105,7 +119,7 @@ def write_report(out: str | Path, config, cells: list) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def markdown(config, data: dict, plots: list[str], drift: dict | None = None) -> str:
+def markdown(config, data: dict, plots: list[str], drift: dict | None = None, unreadable: list | None = None) -> str:
     s = config.report
     lines = [f"# SGT experiment report: {config.name}", "",
              f"Base model `{config.model}`, format `{config.format}`, judge `{config.eval.harm.judge}`, "
@@ -151,6 +165,10 @@ def markdown(config, data: dict, plots: list[str], drift: dict | None = None) ->
         for name, curves in drift.items():
             for label, values in curves.items():
                 lines.append(f"| {name} | {label} | {sum(values) / len(values):.3f} | {values[-1]:.3f} |")
+    if unreadable:
+        lines += ["", "## Results that could not be read", "",
+                  "These result files are damaged and were left out (a re-run of `sgt run` recomputes them):", ""]
+        lines += [f"- `{path}`" for path in unreadable]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
     return "\n".join(lines) + "\n"

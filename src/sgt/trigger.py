@@ -76,8 +76,9 @@ class SafetyTrigger(nn.Module):
         return folder / TRIGGER_FILE
 
     @classmethod
-    def load(cls, path: str | Path, model=None, fmt: str | None = None) -> SafetyTrigger:
-        """Load from a folder or .safetensors file; check it fits `model` and the prompt `fmt`."""
+    def load(cls, path: str | Path, model=None, fmt: str | None = None, force: bool = False) -> SafetyTrigger:
+        """Load from a folder or .safetensors file; check it fits `model` (its embedding fingerprint
+        unless `force`) and the prompt `fmt`."""
         from safetensors import safe_open
 
         path = Path(path)
@@ -94,13 +95,15 @@ class SafetyTrigger(nn.Module):
         trigger = cls(vectors.shape[-1], int(meta.get("length", vectors.shape[0])),
                       bool(meta.get("tied", vectors.shape[0] == 1)), init=vectors, metadata=meta)
         if model is not None:
-            trigger.check_model(model, file)
+            trigger.check_model(model, file, force=force)
         if fmt is not None and meta.get("format") not in (None, fmt):
             raise UserError(f"the trigger {file} was learned for the {meta['format']!r} prompt format, "
                             f"not {fmt!r}; pass --format {meta['format']} or learn a trigger for {fmt}")
         return trigger
 
-    def check_model(self, model, where="the trigger") -> None:
+    def check_model(self, model, where="the trigger", force: bool = False) -> None:
+        """The trigger lives in `model`'s embedding space: another model (even one with the same hidden
+        size) is refused, unless `force` (e.g. a fine-tuned copy of the model it was learned on)."""
         from .models import hidden_size, model_name
 
         size = hidden_size(model)
@@ -108,6 +111,20 @@ class SafetyTrigger(nn.Module):
             raise UserError(f"{where} has hidden size {self.hidden_size} (learned on "
                             f"{self.metadata.get('model', 'another model')}), but {model_name(model)} has "
                             f"{size}; learn a trigger for this model with `sgt trigger`")
+        learned_on = self.metadata.get("embedding_fingerprint")
+        if learned_on and not force and embedding_fingerprint(model) != learned_on:
+            raise UserError(f"{where} was learned on another model ({self.metadata.get('model', 'unknown')}: its "
+                            f"input embeddings differ from {model_name(model)}'s); learn a trigger for this model, "
+                            "or pass --force-trigger if this model is a fine-tuned copy of that one")
+
+
+def embedding_fingerprint(model) -> str:
+    """A short hash of the model's input-embedding matrix (rounded to bf16, so that loading the same
+    weights in fp32 or bf16 gives the same fingerprint)."""
+    import hashlib
+
+    weights = model.get_input_embeddings().weight.detach().to("cpu", torch.bfloat16).contiguous()
+    return hashlib.sha256(weights.view(torch.int16).numpy().tobytes()).hexdigest()[:16]
 
 
 def insert_trigger(inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, vectors: torch.Tensor,

@@ -57,17 +57,51 @@ def partial_dir(out: str | Path) -> Path:
     return out.with_name(out.name + PARTIAL_SUFFIX)
 
 
+OUTPUT_MARKER = ".sgt-output"  # names the kind of output a folder holds (written by output_dir)
+
+
+def check_output(out: str | Path, kind: str) -> None:
+    """Fail with one line, before any work, unless `out` can receive an output of `kind`: it must be
+    new, an empty folder, or an earlier sgt output of the same kind (which is then replaced). A user's
+    file or folder is never renamed or deleted. The location must be writable."""
+    import errno
+
+    from .errors import UserError
+
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir():
+            raise UserError(f"--out {out} is an existing file; give a folder name (sgt writes a folder there)")
+        marker = out / OUTPUT_MARKER
+        held = marker.read_text(encoding="utf-8").strip() if marker.is_file() else None
+        if held != kind and any(out.iterdir()):
+            what = f"an sgt {held} output" if held else "files sgt did not write"
+            raise UserError(f"--out {out} already holds {what}; choose a new folder (sgt never deletes a "
+                            f"folder it did not write as {kind} output)")
+    parent = out.parent if out.parent != Path("") else Path(".")
+    probe = parent / f".{out.name}.writable{os.getpid()}"
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        reason = "read-only" if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else exc.strerror
+        raise UserError(f"cannot write to {parent} ({reason}); choose another --out") from None
+
+
 @contextlib.contextmanager
-def output_dir(out: str | Path, keep_partial: bool = False) -> Iterator[Path]:
+def output_dir(out: str | Path, keep_partial: bool = False, kind: str = "output") -> Iterator[Path]:
     """Yield a work folder `OUT.partial`; on success it replaces `OUT` in one rename.
 
-    On failure the partial folder is removed, unless `keep_partial` (stage 2 keeps it so that
-    `--resume` can pick up the Trainer checkpoints inside it). A previous finished `OUT` stays
-    untouched until the new one is complete.
+    On failure the partial folder is removed, unless `keep_partial` (stages with checkpoints keep it
+    so that `--resume` can pick them up). A previous finished `OUT` of the same `kind` stays untouched
+    until the new one is complete; any other existing `OUT` is refused (see check_output).
     """
     out = Path(out)
+    check_output(out, kind)
     work = partial_dir(out)
     work.mkdir(parents=True, exist_ok=True)
+    (work / OUTPUT_MARKER).write_text(kind, encoding="utf-8")
     if not is_main_process():  # under torchrun/accelerate only rank 0 owns the folder
         yield work
         wait_for_everyone()

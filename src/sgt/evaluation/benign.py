@@ -28,7 +28,7 @@ from ..config import cfg, save_config
 from ..data.formats import FORMATS, PromptFormat
 from ..errors import UserError
 from ..generation import generate
-from ..utils import atomic_write_json, output_dir, seed_everything, write_jsonl
+from ..utils import atomic_write_json, check_output, output_dir, seed_everything, write_jsonl
 
 DEFAULT_TASKS = ["mmlu", "openbookqa"]
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -90,6 +90,7 @@ class BenignEvalSettings:
     apply_chat_template: bool = cfg(False, "lm-eval: wrap prompts in the tokenizer's chat template "
                                            "(off: as the reference, for base models).")
     max_new_tokens: int = cfg(48, "Exact match: maximum tokens generated per prompt (greedy).")
+    allow_code: bool = cfg(False, "Allow local task YAMLs that import Python (!function); off: they are refused.")
 
     def __post_init__(self):
         self.tasks = [t.strip() for t in (self.tasks or []) if t and t.strip()]
@@ -378,6 +379,18 @@ def _load_model(config: BenignEvalConfig, model, tokenizer):
     return model.eval(), tokenizer
 
 
+def tasks_with_code(tasks: list[str]) -> list[str]:
+    """Local task YAMLs (files, or files in folders) that import Python with `!function`."""
+    risky = []
+    for item in tasks:
+        if not is_local_task(item):
+            continue
+        path = Path(item).expanduser()
+        files = sorted(path.rglob("*.y*ml")) if path.is_dir() else [path]
+        risky += [str(f) for f in files if f.is_file() and "!function" in f.read_text(encoding="utf-8", errors="ignore")]
+    return risky
+
+
 def check_tasks(tasks: list[str]) -> None:
     """Resolve and load the lm-eval tasks (their datasets included) without a model: a bad task name,
     YAML or offline dataset fails here, before any training."""
@@ -397,8 +410,13 @@ def evaluate_benign(config: BenignEvalConfig, model=None, tokenizer=None, write:
         raise UserError("no output folder given: pass --out DIR")
     if model is None and not config.model:
         raise UserError("no model given: pass --model NAME_OR_PATH")
+    if write:
+        check_output(config.out, "eval-benign")  # before the evaluation, not after
     start = time.time()
     seed_everything(config.seed)
+    risky = [] if config.allow_code else tasks_with_code(config.tasks)
+    if risky:
+        raise UserError(f"{risky[0]} imports Python code (!function); pass --allow-code if you trust it")
     plan = plan_tasks(config.tasks)
     manager = task_manager(plan) if plan.names else None
     tasks, report = load_tasks(manager, plan.names) if plan.names else ([], [])
@@ -419,7 +437,7 @@ def evaluate_benign(config: BenignEvalConfig, model=None, tokenizer=None, write:
 
 
 def _write_outputs(config: BenignEvalConfig, metrics: dict, samples: list, generations: list) -> None:
-    with output_dir(config.out) as work:
+    with output_dir(config.out, kind="eval-benign") as work:
         if samples:
             write_jsonl(work / "lm_eval_samples.jsonl", samples)
         if generations:

@@ -110,6 +110,9 @@ def measure_drift(config: DriftConfig) -> dict:
     for name in ("base", "trigger", "data", "out"):
         if not getattr(config, name):
             raise UserError(f"no --{name} given (see `sgt drift --help`)")
+    from ..utils import check_output
+
+    check_output(config.out, "drift")
     rows = harmful_prompts(load_examples(config.data, split=config.split), config.n, config.seed)
     tokenizer = load_tokenizer(config.base, config.trust_remote_code)
     base = load_model(config.base, config.dtype, config.trust_remote_code, device=default_device())
@@ -123,7 +126,7 @@ def measure_drift(config: DriftConfig) -> dict:
         model = load_model(name, config.dtype, config.trust_remote_code, device=default_device())
         results["models"][name] = probe.measure(model)
         del model
-    with output_dir(config.out) as work:
+    with output_dir(config.out, kind="drift") as work:
         atomic_write_json(work / "drift.json", results)
         plot_drift({"models": {"base (no trigger)": probe.outside, **results["models"]}}, work / "drift.png")
         save_config(config, work)

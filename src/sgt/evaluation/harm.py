@@ -18,7 +18,7 @@ from ..data.formats import FORMATS, PromptFormat
 from ..data.sources import DataFields, Example, load_data
 from ..errors import UserError
 from ..judges import Judgment, judge_options, make_judge, options_help
-from ..utils import atomic_write_json, output_dir, seed_everything, write_jsonl
+from ..utils import atomic_write_json, check_output, output_dir, seed_everything, write_jsonl
 
 
 @dataclass
@@ -67,6 +67,7 @@ class HarmEvalConfig(HarmEvalSettings, DataFields):
     split: str | None = cfg(None, "Dataset split (BeaverTails preset: 30k_train; use 30k_test for evaluation).")
     format: str = cfg("plain", "Prompt format: plain or chat.")
     trigger: str | None = cfg(None, "Optional trigger folder: evaluate the model WITH the trigger inserted.")
+    force_trigger: bool = cfg(False, "Accept a trigger learned on another model (e.g. the base of this fine-tuned one).")
     dtype: str = cfg("auto", "Weights dtype: auto, bfloat16, float16 or float32.")
     seed: int = cfg(42, "Seed for the prompt sample.")
     progress: bool = cfg(True, "Show progress bars.")
@@ -122,6 +123,8 @@ def evaluate_harm(config: HarmEvalConfig, model=None, tokenizer=None, examples: 
 
     if write and not config.out:
         raise UserError("no output folder given: pass --out DIR")
+    if write:
+        check_output(config.out, "eval-harm")  # before minutes of generation, not after
     if model is None and not config.model:
         raise UserError("no model given: pass --model NAME_OR_PATH")
     seed_everything(config.seed)
@@ -136,14 +139,15 @@ def evaluate_harm(config: HarmEvalConfig, model=None, tokenizer=None, examples: 
     generator = make_generator(config.generator, model=model, tokenizer=tokenizer, model_path=config.model,
                                batch_size=config.batch_size, progress=config.progress,
                                needs_trigger=bool(config.trigger))
-    trigger = SafetyTrigger.load(config.trigger, model=model, fmt=config.format) if config.trigger else None
+    trigger = SafetyTrigger.load(config.trigger, model=model, fmt=config.format,
+                                 force=config.force_trigger) if config.trigger else None
     fmt = PromptFormat(tokenizer, config.format, config.max_length)
     prompts = [r.prompt for r in rows]
     responses = generator.generate(prompts, fmt, config.max_new_tokens, trigger=trigger)
     judgments = judge.judge(list(zip(prompts, responses)))
     metrics = summarize(judgments, [r.category for r in rows], judge.name)
     if write:
-        with output_dir(config.out) as work:
+        with output_dir(config.out, kind="eval-harm") as work:
             write_jsonl(work / "generations.jsonl", [
                 {"prompt": r.prompt, "response": resp, "category": r.category, "judgment": j.as_dict()}
                 for r, resp, j in zip(rows, responses, judgments)])

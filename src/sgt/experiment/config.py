@@ -93,6 +93,8 @@ class ExperimentConfig:
     attack: AttackGrid = cfg(AttackGrid(), "The attack grid: every defended model is attacked by every cell.")
     eval: EvalSettings = cfg(EvalSettings(), "Evaluation of every defended and attacked model.")
     report: ReportSettings = cfg(ReportSettings(), "Report settings.")
+    allow_code: bool = cfg(False, "Allow what runs code sgt did not write: a `launcher` program, lm-eval task YAMLs "
+                                  "with !function (off: such configs are refused).")
     keep_models: bool = cfg(False, "Keep attacked checkpoints (default: deleted after evaluation to save disk).")
     progress: bool = cfg(False, "Show per-step progress bars of every stage (the per-cell log is always shown).")
 

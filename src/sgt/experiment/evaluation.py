@@ -31,8 +31,9 @@ def harm_config(config: ExperimentConfig, model_dir: str):
 def benign_config(config: ExperimentConfig, model_dir: str):
     from ..evaluation.benign import BenignEvalConfig
 
-    return build_config(BenignEvalConfig, {**to_dict(config.eval.benign), **common_fields(config), "model": model_dir},
-                        where="eval.benign")
+    values = {**to_dict(config.eval.benign), **common_fields(config), "model": model_dir}
+    values["allow_code"] = config.allow_code or config.eval.benign.allow_code
+    return build_config(BenignEvalConfig, values, where="eval.benign")
 
 
 class ModelEvaluator:

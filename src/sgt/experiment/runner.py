@@ -40,19 +40,51 @@ class Experiment:
         self.out = Path(out)
         self.world = config.world_folder() if config.uses_world() else None
         self.resolved = config.resolved()    # every world: path resolved
+        self.problems: list[str] = []        # every user error found, so that --dry-run lists them all
         r = self.resolved
         defense_context = DefenseContext(base_model=r.model, defense_data=to_dict(r.data.defense), format=r.format,
                                          dtype=r.dtype, seed=r.seed, trust_remote_code=r.trust_remote_code,
                                          progress=r.progress, launcher=r.launcher or None)
         # Building the defenses and attacks validates every setting, before any model is loaded.
-        self.defenses = [make_defense(spec, defense_context) for spec in r.defenses]
+        self.defenses = [d for d in (self._check(make_defense, spec, defense_context) for spec in r.defenses) if d]
         attack_context = AttackContext(attack_data=to_dict(r.data.attack), format=r.format, dtype=r.dtype,
                                        trust_remote_code=r.trust_remote_code, progress=r.progress,
                                        launcher=r.launcher or None)
-        self.attacks = {kind: make_attack(kind, {**r.attack.settings, **r.attack.kinds.get(kind, {})}, attack_context)
-                        for kind in r.attack.kind}
+        self.attacks = {kind: self._check(make_attack, kind, {**r.attack.settings, **r.attack.kinds.get(kind, {})},
+                                          attack_context) for kind in r.attack.kind}
         self.cells = grid_cells(r.attack)
-        self.drift_trigger = self._drift_trigger()
+        self.drift_trigger = self._check(self._drift_trigger)
+        self._check(self._check_code)
+        self._check_data(built_only=True)
+
+    def _check(self, step, *args):
+        """Run one validation step; a user error is recorded (and the step's result is None)."""
+        try:
+            return step(*args)
+        except UserError as exc:
+            self.problems.append(str(exc))
+            return None
+
+    def raise_problems(self) -> None:
+        if self.problems:
+            more = f" (and {len(self.problems) - 1} more problem(s): `sgt run ... --dry-run` lists them all)" \
+                if len(self.problems) > 1 else ""
+            raise UserError(self.problems[0] + more)
+
+    def _check_code(self) -> None:
+        """Configs that would run code sgt did not write need `allow_code: true`."""
+        r = self.resolved
+        if r.allow_code:
+            return
+        if r.launcher:
+            raise UserError(f"launcher: {' '.join(r.launcher)} runs a program for every training stage; set "
+                            "allow_code: true (or --set allow_code=true) if you trust this config")
+        from ..evaluation.benign import tasks_with_code
+
+        risky = tasks_with_code(r.eval.benign.tasks)
+        if risky:
+            raise UserError(f"eval.benign.tasks: {risky[0]} imports Python code (!function); set allow_code: true "
+                            "if you trust it")
 
     def _drift_trigger(self) -> Path | None:
         """The trigger of eval.drift: a defense's (by name) or a folder; checked before any work."""
@@ -111,10 +143,12 @@ class Experiment:
     # -- running -----------------------------------------------------------------------------------
 
     def prepare(self) -> ModelEvaluator:
-        """Everything that can fail on user input, before any output is written or weights trained."""
+        """Everything that can fail on user input, before any weights are trained."""
+        self.raise_problems()
         if self.world:
             self._build_world()
-        self._check_data()
+            self._check_data()
+            self.raise_problems()
         return ModelEvaluator(self.resolved, self.out, self.drift_trigger)
 
     def run(self, evaluator: ModelEvaluator | None = None) -> dict:
@@ -158,17 +192,24 @@ class Experiment:
         print_line(f"[world] ready: {world.kind} {world.preset} ({manifest.get('parameters', 0):,} parameters; "
                    f"built in {human_seconds(manifest['build_seconds'])})")
 
-    def _check_data(self) -> None:
-        """Missing local files fail here, before hours of training, not when a later stage needs them."""
-        from ..data.sources import looks_local
+    def _check_data(self, built_only: bool = False) -> None:
+        """Missing files and bad labels fail here, before hours of training, not when a later stage needs
+        them. `built_only`: skip world files that do not exist yet (the world is built later)."""
+        from ..data.sources import load_data, looks_local
 
         r = self.resolved
-        paths = [(f"data.{k}", getattr(r.data, k).data) for k in ("defense", "attack", "harm_eval")]
-        paths.append(("eval.benign.exact_match", r.eval.benign.exact_match))
-        paths += [("eval.benign.tasks", t) for t in r.eval.benign.tasks if t.endswith((".yaml", ".yml"))]
-        for where, path in paths:
-            if path and looks_local(path) and not Path(path).exists():
-                raise UserError(f"{where}: file not found: {path} (check the path in the config)")
+        paths = [(f"data.{k}", getattr(r.data, k)) for k in ("defense", "attack", "harm_eval")]
+        files = [("eval.benign.exact_match", r.eval.benign.exact_match)]
+        files += [("eval.benign.tasks", t) for t in r.eval.benign.tasks if t.endswith((".yaml", ".yml"))]
+        for where, path in [(w, d.data) for w, d in paths] + files:
+            if not path or not looks_local(path) or Path(path).exists():
+                continue
+            if built_only and self.world and Path(path).is_relative_to(self.world):
+                continue
+            self.problems.append(f"{where}: file not found: {path} (check the path in the config)")
+        for where, fields in paths:  # local files are read now: bad labels or columns show at once
+            if looks_local(fields.data) and Path(fields.data).is_file():
+                self._check(load_data, fields, where)
 
     def _defended_model(self, defense, folder: Path) -> str:
         """Apply `defense` once: reuse a finished one, resume an interrupted one, redo a stale one."""
@@ -213,14 +254,17 @@ class Experiment:
 
 
 def _read_marker(path: Path) -> dict:
-    """A JSON state file, or {} when missing or unreadable (then the work is simply redone)."""
+    """A JSON state file, or {} when missing or damaged (then the work is simply redone)."""
     if not path.is_file():
         return {}
     try:
         data = read_json(path)
     except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        print_line(f"warning: {path} is damaged (not a complete JSON object); recomputing it")
         return {}
-    return data if isinstance(data, dict) else {}
+    return data
 
 
 def _summary(result: dict) -> str:
@@ -252,30 +296,47 @@ def run_from_cli(path: str, out: str, dry_run: bool = False, force: bool = False
     experiment = Experiment(config, out)
     if dry_run:
         print(experiment.describe())
+        if experiment.problems:
+            print(f"{len(experiment.problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in experiment.problems))
+            raise UserError(f"the config has {len(experiment.problems)} problem(s), listed above")
         return None
+    experiment.raise_problems()
     return run_experiment(config, out, force=force, experiment=experiment)
 
 
 def run_experiment(config: ExperimentConfig, out: str | Path, force: bool = False, experiment=None) -> dict:
-    """Run (or resume) the experiment in `out`; returns the report summary."""
+    """Run (or resume) the experiment in `out`; returns the report summary. The folder is locked for
+    the duration: a second `sgt run` on it stops with one line."""
+    from ..lock import LOCK_FILE, folder_lock
+    from ..utils import OUTPUT_MARKER, check_output
+
     out = Path(out)
     experiment = experiment or Experiment(config, out)
-    saved = out / "config.yaml"
-    if saved.is_file() and not force:
-        previous = read_yaml(saved)
-        if previous != to_dict(config):
-            raise UserError(f"{out} holds a run of a different config; use another --out, or pass --force to "
-                            "reuse it (finished results that the change does not affect are kept)")
-    start = time.time()
-    evaluator = experiment.prepare()
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out)
-    print_line(experiment.describe())
-    summary = experiment.run(evaluator)
-    summary["wall_seconds"] = round(time.time() - start, 1)  # world build included
-    atomic_write_json(out / "run.json", {"wall_seconds": summary["wall_seconds"], "machine": machine_info(),
-                                         "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
-    return summary
+    if (out / "config.yaml").is_file() and not (out / OUTPUT_MARKER).exists():
+        (out / OUTPUT_MARKER).write_text("run", encoding="utf-8")  # a run folder of an older sgt
+    check_output(out, "run")
+    created = not out.exists()
+    try:
+        with folder_lock(out):
+            (out / OUTPUT_MARKER).write_text("run", encoding="utf-8")
+            saved = out / "config.yaml"
+            if saved.is_file() and not force and read_yaml(saved) != to_dict(config):
+                raise UserError(f"{out} holds a run of a different config; use another --out, or pass --force to "
+                                "reuse it (finished results that the change does not affect are kept)")
+            start = time.time()
+            evaluator = experiment.prepare()
+            save_config(config, out)
+            print_line(experiment.describe())
+            summary = experiment.run(evaluator)
+            summary["wall_seconds"] = round(time.time() - start, 1)  # world build included
+            atomic_write_json(out / "run.json", {"wall_seconds": summary["wall_seconds"], "machine": machine_info(),
+                                                 "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+            return summary
+    except UserError:
+        # a run that failed on its input before writing anything leaves no folder behind
+        if created and out.is_dir() and {p.name for p in out.iterdir()} <= {OUTPUT_MARKER, LOCK_FILE}:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def machine_info() -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ..config import cfg, save_config
 from ..errors import UserError
-from ..utils import atomic_write_json, atomic_write_text, output_dir, read_json
+from ..utils import OUTPUT_MARKER, atomic_write_json, atomic_write_text, output_dir, read_json
 
 WORLD_FILE = "world.json"
 KINDS = {"toy": "sgt.worlds.toy.build", "real": "sgt.worlds.real"}
@@ -98,10 +98,12 @@ def build_world(config: WorldConfig) -> dict:
     cached = cached_manifest(out, identity)
     if cached is not None and not config.force:
         return cached
+    if (out / WORLD_FILE).is_file() or (out / "toy_world.json").is_file():
+        (out / OUTPUT_MARKER).write_text("world", encoding="utf-8")  # a world from an older sgt: ours to replace
     log = PhaseLog(f"[{config.kind} world]")
     log(f"building preset {config.preset!r} seed {config.seed} in {out}")
     start = time.time()
-    with output_dir(out) as work:
+    with output_dir(out, kind="world") as work:
         manifest = {**identity, **kind_module(config.kind).build(work, out, config, log)}
         manifest["build_seconds"] = round(time.time() - start, 1)
         save_config(config, work)

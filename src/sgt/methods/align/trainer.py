@@ -89,6 +89,16 @@ def repel_term(d: torch.Tensor, kind: str, margin: float, eps: float) -> torch.T
     return d * 0.0
 
 
+def benign_distance(d: torch.Tensor, benign_mask: torch.Tensor, reduce: str) -> torch.Tensor:
+    """The benign distance the repel function sees: one per benign row (its masked tokens' mean; the
+    reference) or one pooled over every benign token."""
+    if reduce == "token":
+        return d[benign_mask].mean()
+    counts = benign_mask.sum(1)
+    rows = counts > 0
+    return (d * benign_mask).sum(1)[rows] / counts[rows]
+
+
 def alignment_loss(student_states, teacher_states, mask: torch.Tensor, harmful: torch.Tensor,
                    config: AlignConfig) -> tuple[torch.Tensor, dict]:
     """Layer-averaged alpha * (attract + beta * repel); returns the loss and its parts (detached)."""
@@ -99,7 +109,8 @@ def alignment_loss(student_states, teacher_states, mask: torch.Tensor, harmful: 
         d = state_distance(student, teacher, config.distance)
         attract = d[harm_mask].mean() if harm_mask.any() else d.sum() * 0.0
         if benign_mask.any() and config.repel != "none":
-            repel = repel_term(d[benign_mask].mean(), config.repel, config.repel_margin, config.repel_eps)
+            repel = repel_term(benign_distance(d, benign_mask, config.repel_reduce), config.repel,
+                               config.repel_margin, config.repel_eps).mean()
         else:
             repel = d.sum() * 0.0
         total = total + config.alpha * (attract + config.beta * repel)
@@ -167,7 +178,9 @@ class AlignmentTrainer(ComponentLoggingMixin, Trainer):
         teacher = self.teacher if self.teacher is not None else unwrapped
         disabled = unwrapped.disable_adapter() if self.teacher is None else nullcontext()
         with disabled:
-            embeds = teacher.get_input_embeddings()(input_ids)
+            # the reference read the teacher's input through the student's current embedding table
+            source = unwrapped if self.align.teacher_embeddings == "student" else teacher
+            embeds = source.get_input_embeddings()(input_ids)
             embeds, mask, _ = self.trigger.insert(embeds, attention_mask, trigger_pos)
             body = _decoder(teacher.get_base_model() if self.teacher is None else teacher)
             hidden = body(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True,
@@ -218,8 +231,8 @@ def align_model(config: AlignConfig, model=None, tokenizer=None, examples: list[
     examples = examples if examples is not None else load_data(config)
     tokenizer = tokenizer or load_tokenizer(config.model, config.trust_remote_code)
     model = model or load_model(config.model, config.dtype, config.trust_remote_code)
-    trigger = trigger or SafetyTrigger.load(config.trigger, model=model, fmt=config.format)
-    trigger.check_model(model)
+    trigger = trigger or SafetyTrigger.load(config.trigger, model=model, fmt=config.format, force=config.force_trigger)
+    trigger.check_model(model, force=config.force_trigger)
     layers = resolve_layers(config.layers, num_layers(model))
     fmt = PromptFormat(tokenizer, config.format, config.max_length)
     sample = sample_mix(examples, config.rows if config.rows and config.rows < len(examples) else None,
@@ -234,7 +247,7 @@ def align_model(config: AlignConfig, model=None, tokenizer=None, examples: list[
         teacher = copy.deepcopy(model).requires_grad_(False).eval()
     metrics: dict = {"rows": len(dataset), "harmful_rows": sum(r["harmful"] for r in dataset.rows),
                      "layers": layers, "teacher": "adapters disabled" if teacher is None else "frozen copy"}
-    with output_dir(config.out, keep_partial=config.save_steps > 0) as work:
+    with output_dir(config.out, keep_partial=config.save_steps > 0, kind="model") as work:
         result = train_rows(model, tokenizer, dataset, config, work, trainer_class=AlignmentTrainer,
                             trigger=trigger, align=config, layers=layers, teacher=teacher)
         trainer = result["trainer"]

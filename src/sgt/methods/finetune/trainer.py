@@ -67,7 +67,7 @@ def run_finetune(config: FinetuneConfig, examples: list[Example] | None = None, 
         examples = prepare_sft_examples(examples, config.refuse_harmful, config.refusal)
     tokenizer = tokenizer or load_tokenizer(config.model, config.trust_remote_code)
     model = model or load_model(config.model, config.dtype, config.trust_remote_code)
-    with output_dir(config.out, keep_partial=config.save_steps > 0) as work:
+    with output_dir(config.out, keep_partial=config.save_steps > 0, kind="model") as work:
         result = finetune(model, tokenizer, examples, config, work)
         trained = result["trainer"].accelerator.unwrap_model(result["model"])
         finish_stage(work, config, result["metrics"],

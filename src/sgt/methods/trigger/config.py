@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ...config import cfg
 from ...data.formats import FORMATS
@@ -31,11 +32,21 @@ class TriggerConfig(HeldOutFields, OptimFields, DataFields):
     benign_weight: float = cfg(0.0, "Weight of KL(no trigger || trigger) on benign answers (0: off, as the reference).")
     max_rows: int | None = cfg(None, "Use at most this many training prompts (sampled with seed; default all).")
     trust_remote_code: bool = cfg(False, "Allow model code from the hub (off: safer).")
-    # reference optimisation defaults
+    reference: bool = cfg(False, "Start from every setting of the reference code (fields set explicitly still win).")
+    # reference optimisation defaults: plain torch AdamW (weight decay 0.01, no clipping), constant lr
     lr: float = cfg(1e-3, "Learning rate (AdamW) of the trigger.")
     batch_size: int = cfg(4, "Per-device batch size.")
     max_length: int = cfg(1024, "Maximum tokens per row.")
     scheduler: str = cfg("constant", "Learning-rate schedule.")
+    weight_decay: float = cfg(0.01, "AdamW weight decay (reference: 0.01).")
+    max_grad_norm: float = cfg(0.0, "Gradient clipping norm (0: none, as the reference).")
+
+    # The reference's stage-1 choices (seed script 3.1).
+    REFERENCE: ClassVar[dict] = {
+        "length": 1, "tied": True, "init": "random", "init_std": 0.01, "consistency_weight": 1.0, "noise_std": 0.01,
+        "noise_draws": 2, "temperature": 1.0, "benign_weight": 0.0, "lr": 1e-3, "epochs": 1.0, "batch_size": 4,
+        "max_length": 1024, "scheduler": "constant", "weight_decay": 0.01, "max_grad_norm": 0.0, "seed": 42,
+    }
 
     def __post_init__(self):
         validate_optim(self)

@@ -30,7 +30,7 @@ from ...training import (
     finish_stage,
     train_rows,
 )
-from ...trigger import TRIGGER_FILE, SafetyTrigger, remove_trigger_positions, text_init
+from ...trigger import TRIGGER_FILE, SafetyTrigger, embedding_fingerprint, remove_trigger_positions, text_init
 from ...utils import is_main_process, output_dir, seed_everything, write_jsonl
 from .config import TriggerConfig
 
@@ -125,7 +125,8 @@ def new_trigger(model, tokenizer, fmt: PromptFormat, config: TriggerConfig) -> S
     from ...models import hidden_size, model_name
 
     init = text_init(model, tokenizer, config.init_text, config.length, config.tied) if config.init == "text" else None
-    meta = {"model": model_name(model), "format": fmt.kind, "anchor": fmt.anchor,
+    meta = {"model": model_name(model), "embedding_fingerprint": embedding_fingerprint(model),
+            "format": fmt.kind, "anchor": fmt.anchor,
             "dtype": str(model.dtype).replace("torch.", ""), "init": config.init, "refusal": config.refusal}
     return SafetyTrigger(hidden_size(model), config.length, config.tied, init=init, init_std=config.init_std,
                          metadata=meta)
@@ -161,7 +162,7 @@ def learn_trigger(config: TriggerConfig, model=None, tokenizer=None, examples: l
     wrapper = TriggeredLM(model, trigger, config)
     # the wrapper handles checkpointing itself (the Trainer cannot enable it on a plain nn.Module)
     train_config = dataclasses.replace(config, gradient_checkpointing=False)
-    with output_dir(config.out, keep_partial=config.save_steps > 0) as work:
+    with output_dir(config.out, keep_partial=config.save_steps > 0, kind="trigger") as work:
         result = train_rows(wrapper, tokenizer, dataset, train_config, work, trainer_class=TriggerTrainer)
         trained = result["trainer"].accelerator.unwrap_model(result["model"]).trigger
         metrics.update(result["metrics"])
