@@ -148,10 +148,14 @@ def test_chat_template_that_rewrites_content_names_the_row(toy_tokenizer):
         PromptFormat(tok, "chat").encode("hello there", "x", row=7)
 
 
-def test_max_length_truncates_from_the_end(toy_tokenizer):
-    fmt = PromptFormat(toy_tokenizer, "plain", max_length=10)
+def test_max_length_shortens_the_prompt_and_keeps_the_response_start(toy_tokenizer):
+    fmt = PromptFormat(toy_tokenizer, "plain", max_length=12)
     enc = fmt.encode("one two three four five six seven eight nine ten", "ok")
-    assert len(enc.input_ids) == 10 and all(label == IGNORE_INDEX for label in enc.labels)
+    response = toy_tokenizer(" ok", add_special_tokens=False)["input_ids"] + [toy_tokenizer.eos_token_id]
+    kept = [label for label in enc.labels if label != IGNORE_INDEX]
+    assert len(enc.input_ids) == 12 and enc.shortened and len(kept) >= 2 and kept == response[:len(kept)]
+    long_answer = fmt.encode("hi", "word " * 40)  # a long response is still cut from the end
+    assert len(long_answer.input_ids) == 12 and not long_answer.shortened
 
 
 def test_padding_sides_keep_trigger_positions(toy_tokenizer):
@@ -166,3 +170,19 @@ def test_padding_sides_keep_trigger_positions(toy_tokenizer):
     assert left["trigger_pos"].tolist() == [rows[0].trigger_pos + pad, rows[1].trigger_pos]
     assert (right["labels"][right["attention_mask"] == 0] == IGNORE_INDEX).all()
     assert (left["labels"][left["attention_mask"] == 0] == IGNORE_INDEX).all()
+
+
+@pytest.mark.parametrize("kind", ["plain", "chat"])
+def test_a_long_prompt_is_shortened_inside_the_user_text(toy_tokenizer, kind):
+    from sgt.data.formats import PromptFormat
+
+    fmt = PromptFormat(toy_tokenizer, kind, max_length=40)
+    short = fmt.encode("Which is bigger: 3 or 4?")
+    long = fmt.encode("Which is bigger: 3 or 4? " * 30)
+    assert not short.shortened and long.shortened and len(long.input_ids) == 40
+    # the assistant turn survives: the prompt still ends the way every prompt ends
+    turn = short.input_ids[-3:]
+    assert long.input_ids[-3:] == turn and long.input_ids[:long.trigger_pos] == short.input_ids[:short.trigger_pos]
+    # training rows keep room for the first response tokens
+    row = fmt.encode("Which is bigger: 3 or 4? " * 30, "I can't answer.")
+    assert row.shortened and any(label != -100 for label in row.labels)

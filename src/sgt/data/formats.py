@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from ..errors import UserError
 
 IGNORE_INDEX = -100
+RESPONSE_RESERVE = 16  # training rows keep room for this many response tokens when a prompt is shortened
 PLAIN_ANCHOR = "User:"
 PLAIN_ASSISTANT = "\nAssistant:"
 FORMATS = ("plain", "chat")
@@ -29,6 +30,7 @@ class Encoded:
     input_ids: list[int]
     labels: list[int]
     trigger_pos: int  # the trigger's vectors are inserted before this token index
+    shortened: bool = False  # the user text was cut to fit max_length (the turn template was kept)
 
     def as_dict(self) -> dict:
         return {"input_ids": self.input_ids, "labels": self.labels, "trigger_pos": self.trigger_pos}
@@ -58,16 +60,27 @@ class PromptFormat:
         before, prompt_part, response_part = self._segments(prompt, response, row)
         ids_before = self._special_prefix + self._tok(before)
         ids_prompt = self._tok(prompt_part)
-        ids = ids_before + ids_prompt
-        labels = [IGNORE_INDEX] * len(ids)
+        ids_response = []
         if response_part is not None:
             ids_response = self._tok(response_part)
             if self.kind == "plain" and self.tokenizer.eos_token_id is not None:
                 ids_response.append(self.tokenizer.eos_token_id)
-            ids += ids_response
-            labels += ids_response
-        # Truncate from the end: the prompt and the first response tokens are what matter most.
-        return Encoded(ids[: self.max_length], labels[: self.max_length], len(ids_before))
+        # A prompt too long for max_length is shortened INSIDE the user text: cutting the end would drop
+        # the assistant turn, and the model's reply to a broken prompt would be judged as if it were real.
+        reserve = min(len(ids_response), RESPONSE_RESERVE, max(1, (self.max_length - len(ids_before)) // 4))
+        room = self.max_length - len(ids_before) - reserve
+        shortened = len(ids_prompt) > room
+        if shortened:
+            turn = self._tok(prompt_part[prompt_part.index(prompt) + len(prompt):])
+            user = self._tok(prompt_part[:prompt_part.index(prompt) + len(prompt)])
+            if room - len(turn) < 1:
+                raise UserError(f"max_length {self.max_length} leaves no room for the prompt after the template; "
+                                "raise --max-length")
+            ids_prompt = user[: room - len(turn)] + turn
+        ids = ids_before + ids_prompt + ids_response
+        labels = [IGNORE_INDEX] * (len(ids_before) + len(ids_prompt)) + ids_response
+        # A long response is cut from the end: its first tokens are what matter most.
+        return Encoded(ids[: self.max_length], labels[: self.max_length], len(ids_before), shortened)
 
     # -- internals -----------------------------------------------------------------------------
 

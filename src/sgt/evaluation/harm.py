@@ -11,6 +11,7 @@ Unparsed judgments are counted and left out of the rates, never scored as safe.
 from __future__ import annotations
 
 import random
+import sys
 from dataclasses import dataclass
 
 from ..config import cfg, save_config
@@ -146,6 +147,10 @@ def evaluate_harm(config: HarmEvalConfig, model=None, tokenizer=None, examples: 
     responses = generator.generate(prompts, fmt, config.max_new_tokens, trigger=trigger)
     judgments = judge.judge(list(zip(prompts, responses)))
     metrics = summarize(judgments, [r.category for r in rows], judge.name)
+    metrics["shortened_prompts"] = sum(fmt.encode(p).shortened for p in prompts)
+    if metrics["shortened_prompts"]:
+        print(f"warning: {metrics['shortened_prompts']} prompt(s) longer than max_length={config.max_length} were "
+              "shortened inside the user text", file=sys.stderr, flush=True)
     if write:
         with output_dir(config.out, kind="eval-harm") as work:
             write_jsonl(work / "generations.jsonl", [

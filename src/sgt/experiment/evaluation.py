@@ -13,7 +13,7 @@ from ..config import build_config, to_dict
 from ..errors import UserError
 from .config import ExperimentConfig
 
-RESULT_HARM_KEYS = ("judge", "n", "harmful_rate", "harmfulness_score", "unparsed", "per_category")
+RESULT_HARM_KEYS = ("judge", "n", "harmful_rate", "harmfulness_score", "unparsed", "per_category", "shortened_prompts")
 
 
 def common_fields(config: ExperimentConfig) -> dict:
