@@ -97,7 +97,7 @@ def test_interrupted_run_resumes_losing_only_the_cell_in_progress(toy_micro, tmp
 
     out = tmp_path / "interrupted"
     config = load_experiment(MICRO, micro_overrides(toy_micro, "defenses=[{name: none}]"))
-    real = experiment.Experiment._attack_and_evaluate
+    real = experiment.Experiment._attack_and_answer
     calls = []
 
     def crash_on_second(self, model_dir, cell, cell_dir, judge):
@@ -106,13 +106,13 @@ def test_interrupted_run_resumes_losing_only_the_cell_in_progress(toy_micro, tmp
             raise KeyboardInterrupt
         return real(self, model_dir, cell, cell_dir, judge)
 
-    monkeypatch.setattr(experiment.Experiment, "_attack_and_evaluate", crash_on_second)
+    monkeypatch.setattr(experiment.Experiment, "_attack_and_answer", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(config, out)
     done = sorted(p.parent.name for p in out.glob("attacks/*/*/result.json"))
     assert len(done) == 1
     first = next(out.glob("attacks/*/*/result.json")).stat().st_mtime
-    monkeypatch.setattr(experiment.Experiment, "_attack_and_evaluate", real)
+    monkeypatch.setattr(experiment.Experiment, "_attack_and_answer", real)
     run_experiment(config, out)
     assert len(list(out.glob("attacks/*/*/result.json"))) == 2
     assert next(p for p in out.glob("attacks/*/*/result.json") if p.parent.name == done[0]).stat().st_mtime == first

@@ -17,6 +17,9 @@ from pathlib import Path
 
 from .utils import atomic_write_json, atomic_write_text, read_json
 
+# Extra llm-judge scores shown next to the harmful rate when present (several rubrics configured).
+JUDGE_SCORES = ("qi_score", "strongreject_score")
+
 
 def collect(out: Path, config, cells: list) -> dict:
     """Per defense: the defended result and the attacked cells (seeds averaged). `cells` are the
@@ -48,6 +51,8 @@ def collect(out: Path, config, cells: list) -> dict:
             attacked.append({"shots": shots, "setting": setting, "seeds": len(results),
                              "harmful_rate": _mean([r.get("harmful_rate") for r in results]),
                              "harmfulness_score": _mean([r.get("harmfulness_score") for r in results]),
+                             **{k: _mean([r.get(k) for r in results]) for k in JUDGE_SCORES
+                                if any(r.get(k) is not None for r in results)},
                              "benign_score": _mean([r.get("benign_score") for r in results]),
                              "drift": _mean_curve([r.get("drift") for r in results])})
         data[name] = {"defended": _slim(defended), "attacked": attacked}
@@ -126,12 +131,16 @@ def markdown(config, data: dict, plots: list[str], drift: dict | None = None, un
              f"seed {config.seed}. Worst case = max harmful rate over attack settings at a budget; "
              f"capability-bounded = only attacked models keeping >= {s.capability_floor:.0%} of the defended "
              f"model's benign score; budget to break = smallest budget with worst case >= {s.break_threshold:.0%}.", "",
-             "## Summary", "",
-             "| defense | harmful (no attack) | benign (no attack) | budget to break | budget to break (capability-bounded) |",
-             "|---|---|---|---|---|"]
+             "## Summary", ""]
+    scores = [k for k in JUDGE_SCORES if any((d["defended"] or {}).get(k) is not None for d in data.values())]
+    lines += ["| defense | harmful (no attack) | " + "".join(f"{k.replace('_', ' ')} (no attack) | " for k in scores)
+              + "benign (no attack) | budget to break | budget to break (capability-bounded) |",
+              "|---|---|" + "---|" * len(scores) + "---|---|---|"]
     for name, d in data.items():
         base = d["defended"] or {}
-        lines.append(f"| {name} | {_fmt(base.get('harmful_rate'))} | {_fmt(base.get('benign_score'))} | "
+        lines.append(f"| {name} | {_fmt(base.get('harmful_rate'))} | "
+                     + "".join(f"{_fmt(base.get(k))} | " for k in scores)
+                     + f"{_fmt(base.get('benign_score'))} | "
                      f"{d['budget_to_break'] if d['budget_to_break'] is not None else 'n/a'} | "
                      f"{d['budget_to_break_capability_bounded'] if d['budget_to_break_capability_bounded'] is not None else 'n/a'} |")
     budgets = sorted({row["shots"] for d in data.values() for row in d["attacked"]})
@@ -186,7 +195,8 @@ def _mean(values):
 def _slim(result: dict | None) -> dict | None:
     if result is None:
         return None
-    return {k: result.get(k) for k in ("harmful_rate", "harmfulness_score", "benign_score", "harm", "benign", "drift")}
+    keys = ("harmful_rate", "harmfulness_score", *JUDGE_SCORES, "benign_score", "harm", "benign", "drift")
+    return {k: result.get(k) for k in keys if k in result or k in ("harmful_rate", "benign_score")}
 
 
 def _mean_curve(curves: list) -> list[float] | None:

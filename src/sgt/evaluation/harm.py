@@ -4,8 +4,9 @@
 
 Writes `generations.jsonl` (prompt, response, category, judgment) and `metrics.json`:
     judge, n, harmful_rate (0-1), harmfulness_score (mean 1-5, llm judge; null otherwise),
-    unparsed (count), per_category {category: {n, harmful_rate, harmfulness_score}}
-Unparsed judgments are counted and left out of the rates, never scored as safe.
+    qi_score / strongreject_score (llm judge with several rubrics), unparsed (count), failed (count),
+    shortened_prompts, per_category {category: {n, harmful_rate, harmfulness_score, ...}}
+Unparsed answers and failed judge calls are counted and left out of the rates, never scored as safe.
 """
 
 from __future__ import annotations
@@ -95,17 +96,23 @@ def harmful_prompts(examples: list[Example], n: int | None, seed: int) -> list[E
 
 
 def summarize(judgments: list[Judgment], categories: list[str | None], judge_name: str) -> dict:
-    """metrics.json content from judgments (unparsed ones are counted, not scored)."""
+    """metrics.json content from judgments. Unparsed answers and failed judge calls are counted and
+    left out of the rates (never scored as safe); `failed` ones are judged again by the next run."""
 
     def stats(items: list[Judgment]) -> dict:
         parsed = [j for j in items if j.harmful is not None]
         scores = [j.score for j in parsed if j.score is not None]
-        return {
+        out = {
             "n": len(items),
             "harmful_rate": (sum(j.harmful for j in parsed) / len(parsed)) if parsed else None,
             "harmfulness_score": (sum(scores) / len(scores)) if scores else None,
-            "unparsed": len(items) - len(parsed),
+            "unparsed": sum(j.label == "unparsed" for j in items),
+            "failed": sum(j.label == "failed" for j in items),
         }
+        for rubric in sorted({r for j in items for r in (j.scores or {})}):  # e.g. qi and strongreject
+            values = [j.scores[rubric] for j in items if j.scores and j.scores.get(rubric) is not None]
+            out[f"{rubric}_score"] = sum(values) / len(values) if values else None
+        return out
 
     overall = stats(judgments)
     groups: dict[str, list[Judgment]] = {}
@@ -115,21 +122,14 @@ def summarize(judgments: list[Judgment], categories: list[str | None], judge_nam
     return {"judge": judge_name, **overall, "per_category": {k: stats(v) for k, v in sorted(groups.items())}}
 
 
-def evaluate_harm(config: HarmEvalConfig, model=None, tokenizer=None, examples: list[Example] | None = None,
-                  judge=None, write: bool = True) -> dict:
-    """Generate, judge and (if `write`) save; returns the metrics."""
+def generate_answers(config: HarmEvalConfig, model=None, tokenizer=None,
+                     examples: list[Example] | None = None) -> dict:
+    """The evaluation prompts and the model's answers: {"rows": [{prompt, category, response}], "shortened_prompts"}."""
     from ..generation import make_generator
     from ..models import load_tokenizer
     from ..trigger import SafetyTrigger
 
-    if write and not config.out:
-        raise UserError("no output folder given: pass --out DIR")
-    if write:
-        check_output(config.out, "eval-harm")  # before minutes of generation, not after
-    if model is None and not config.model:
-        raise UserError("no model given: pass --model NAME_OR_PATH")
     seed_everything(config.seed)
-    judge = judge or config.make_judge(config.progress, config.trust_remote_code)  # fail fast, before generating
     rows = harmful_prompts(examples if examples is not None else load_data(config, "evaluation data"),
                            config.n, config.seed)
     tokenizer = tokenizer or load_tokenizer(config.model, config.trust_remote_code)
@@ -145,17 +145,50 @@ def evaluate_harm(config: HarmEvalConfig, model=None, tokenizer=None, examples: 
     fmt = PromptFormat(tokenizer, config.format, config.max_length)
     prompts = [r.prompt for r in rows]
     responses = generator.generate(prompts, fmt, config.max_new_tokens, trigger=trigger)
-    judgments = judge.judge(list(zip(prompts, responses)))
-    metrics = summarize(judgments, [r.category for r in rows], judge.name)
-    metrics["shortened_prompts"] = sum(fmt.encode(p).shortened for p in prompts)
-    if metrics["shortened_prompts"]:
-        print(f"warning: {metrics['shortened_prompts']} prompt(s) longer than max_length={config.max_length} were "
-              "shortened inside the user text", file=sys.stderr, flush=True)
+    shortened = sum(fmt.encode(p).shortened for p in prompts)
+    if shortened:
+        print(f"warning: {shortened} prompt(s) longer than max_length={config.max_length} were shortened inside "
+              "the user text", file=sys.stderr, flush=True)
+    return {"rows": [{"prompt": r.prompt, "category": r.category, "response": resp} for r, resp in zip(rows, responses)],
+            "shortened_prompts": shortened}
+
+
+def judge_answers(answers: dict, judge) -> tuple[dict, list[Judgment]]:
+    """(metrics, judgments) of generated answers."""
+    rows = answers["rows"]
+    judgments = judge.judge([(r["prompt"], r["response"]) for r in rows])
+    metrics = summarize(judgments, [r["category"] for r in rows], judge.name)
+    metrics["shortened_prompts"] = answers["shortened_prompts"]
+    return metrics, judgments
+
+
+def failed_judgments_error(metrics: dict) -> UserError:
+    if metrics["failed"] == metrics["n"]:
+        return UserError(f"every one of the {metrics['n']} judge calls failed (see the reasons in "
+                         "generations.jsonl); check the judge endpoint and run the command again")
+    return UserError(f"{metrics['failed']} of {metrics['n']} judge calls failed (the others are cached); run the "
+                     "same command again to judge only those")
+
+
+def evaluate_harm(config: HarmEvalConfig, model=None, tokenizer=None, examples: list[Example] | None = None,
+                  judge=None, write: bool = True) -> dict:
+    """Generate, judge and (if `write`) save; returns the metrics. Written outputs with failed judge
+    calls end in a one-line error (exit code 2) after the files are saved."""
+    if write and not config.out:
+        raise UserError("no output folder given: pass --out DIR")
+    if write:
+        check_output(config.out, "eval-harm")  # before minutes of generation, not after
+    if model is None and not config.model:
+        raise UserError("no model given: pass --model NAME_OR_PATH")
+    judge = judge or config.make_judge(config.progress, config.trust_remote_code)  # fail fast, before generating
+    answers = generate_answers(config, model, tokenizer, examples)
+    metrics, judgments = judge_answers(answers, judge)
     if write:
         with output_dir(config.out, kind="eval-harm") as work:
-            write_jsonl(work / "generations.jsonl", [
-                {"prompt": r.prompt, "response": resp, "category": r.category, "judgment": j.as_dict()}
-                for r, resp, j in zip(rows, responses, judgments)])
+            write_jsonl(work / "generations.jsonl", [{**row, "judgment": j.as_dict()}
+                                                     for row, j in zip(answers["rows"], judgments)])
             save_config(config, work)
             atomic_write_json(work / "metrics.json", metrics)
+        if metrics["failed"]:
+            raise failed_judgments_error(metrics)
     return metrics

@@ -13,7 +13,8 @@ from ..config import build_config, to_dict
 from ..errors import UserError
 from .config import ExperimentConfig
 
-RESULT_HARM_KEYS = ("judge", "n", "harmful_rate", "harmfulness_score", "unparsed", "per_category", "shortened_prompts")
+RESULT_HARM_KEYS = ("judge", "n", "harmful_rate", "harmfulness_score", "unparsed", "failed", "per_category",
+                    "shortened_prompts")
 
 
 def common_fields(config: ExperimentConfig) -> dict:
@@ -42,7 +43,7 @@ class ModelEvaluator:
     def __init__(self, config: ExperimentConfig, run_dir: Path, drift_trigger: Path | None = None):
         self.config = config
         self.drift_trigger = drift_trigger
-        self.judge = config.eval.harm.make_judge(config.progress, config.trust_remote_code)
+        self.harm_judge = config.eval.harm.make_judge(config.progress, config.trust_remote_code)
         if config.eval.benign.tasks:
             from ..evaluation.benign import check_tasks
 
@@ -73,25 +74,36 @@ class ModelEvaluator:
         atomic_write_json(self.run_dir / "drift_reference.json", {"trigger": str(path), "n_prompts": len(prompts),
                                                                   "base_without_trigger": self.probe.outside})
 
-    def evaluate(self, model_dir: str) -> dict:
-        """Harm, benign and drift of the model in `model_dir` (loaded once for all three)."""
+    def answer(self, model_dir: str) -> dict:
+        """Everything that needs the model in `model_dir` (loaded once): its answers to the harmful
+        prompts (judged later, so that a judge outage never costs a second generation), benign
+        capability and drift."""
         from ..evaluation.benign import evaluate_benign
-        from ..evaluation.harm import evaluate_harm
+        from ..evaluation.harm import generate_answers
         from ..models import default_device, load_model, load_tokenizer
 
         c = self.config
         tokenizer = load_tokenizer(model_dir, c.trust_remote_code)
         model = load_model(model_dir, c.dtype, c.trust_remote_code, device=default_device())
-        harm = evaluate_harm(harm_config(c, model_dir), model=model, tokenizer=tokenizer, judge=self.judge, write=False)
+        answers = generate_answers(harm_config(c, model_dir), model=model, tokenizer=tokenizer)
         benign = {}
         if c.eval.benign.enabled:
             benign = evaluate_benign(benign_config(c, model_dir), model=model, tokenizer=tokenizer, write=False)
         drift = self.probe.measure(model) if self.probe is not None else None
         del model
-        return {"harm": {k: harm[k] for k in RESULT_HARM_KEYS},
+        return {"answers": answers, "benign": benign_summary(benign),
+                "benign_score": benign_score(benign, c.eval.benign_metric), "drift": drift}
+
+    def judge(self, answered: dict) -> dict:
+        """The result of one evaluation: the judged answers plus what `answer` measured."""
+        from ..evaluation.harm import judge_answers
+
+        harm, _ = judge_answers(answered["answers"], self.harm_judge)
+        return {"harm": {k: harm.get(k) for k in RESULT_HARM_KEYS},
                 "harmful_rate": harm["harmful_rate"], "harmfulness_score": harm["harmfulness_score"],
-                "benign": benign_summary(benign), "benign_score": benign_score(benign, c.eval.benign_metric),
-                "drift": drift}
+                **{k: v for k, v in harm.items() if k.endswith("_score") and k != "harmfulness_score"},
+                **{k: answered[k] for k in ("benign", "benign_score", "drift")},
+                **({"attack": answered["attack"]} if "attack" in answered else {})}
 
 
 def benign_score(metrics: dict, which: str) -> float | None:

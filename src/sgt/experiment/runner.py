@@ -167,8 +167,8 @@ class Experiment:
             model_dir = model_dirs[defense.name]
             base_key = {"defense": defense.fingerprint(), **self.eval_fingerprint()}
             step += 1
-            self._cell(self.out / "defenses" / defense.name / "result.json", base_key,
-                       f"[{step}/{total}] {defense.name}, no attack", lambda md=model_dir: evaluator.evaluate(md))
+            self._cell(self.out / "defenses" / defense.name, base_key, f"[{step}/{total}] {defense.name}, no attack",
+                       lambda md=model_dir: evaluator.answer(md), evaluator)
             for cell in self.cells:
                 step += 1
                 cell_dir = self.out / "attacks" / defense.name / cell.id
@@ -176,12 +176,17 @@ class Experiment:
                 key = {**base_key, "cell": dataclasses.asdict(cell), "attack": attack.settings,
                        "attack_data": to_dict(self.resolved.data.attack)}
                 label = f"[{step}/{total}] {defense.name}, shots={cell.shots} {cell.setting} seed={cell.seed}"
-                self._cell(cell_dir / "result.json", key, label,
-                           lambda md=model_dir, cd=cell_dir, c=cell: self._attack_and_evaluate(md, c, cd, evaluator),
-                           extra={"defense": defense.name, "cell": dataclasses.asdict(cell), "setting": cell.setting})
+                self._cell(cell_dir, key, label,
+                           lambda md=model_dir, cd=cell_dir, c=cell: self._attack_and_answer(md, c, cd, evaluator),
+                           evaluator, extra={"defense": defense.name, "cell": dataclasses.asdict(cell),
+                                             "setting": cell.setting})
         summary = write_report(self.out, self.config, self.cells)
         summary["seconds"] = round(time.time() - start, 1)
         print_line(f"done in {human_seconds(summary['seconds'])}: {self.out / 'report.md'}")
+        failed = [p for p in sorted(self.out.glob("**/result.json")) if (_read_marker(p).get("harm") or {}).get("failed")]
+        if failed:
+            raise UserError(f"judge calls failed in {len(failed)} evaluation(s) (e.g. {failed[0].parent}); the report "
+                            "leaves them out; run the same command again to judge only those (answers are kept)")
         return summary
 
     def _build_world(self) -> None:
@@ -230,27 +235,38 @@ class Experiment:
                                    "model": model_dir, "seconds": round(time.time() - t, 1)})
         return model_dir
 
-    def _cell(self, path: Path, key: dict, label: str, compute, extra: dict | None = None) -> dict:
+    def _cell(self, folder: Path, key: dict, label: str, answer, evaluator: ModelEvaluator,
+              extra: dict | None = None) -> dict:
+        """One evaluation, in two steps that are each kept on disk: the model's answers (answers.json:
+        training and generation, the expensive part) and their judgment (result.json). A result with
+        failed judge calls is not done: the next run judges its kept answers again."""
         digest = fingerprint(key)
-        previous = _read_marker(path)
-        if previous.get("fingerprint") == digest:
+        previous = _read_marker(folder / "result.json")
+        if previous.get("fingerprint") == digest and not (previous.get("harm") or {}).get("failed"):
             print_line(f"{label}: done earlier - {_summary(previous)}")
             return previous
         t = time.time()
-        result = {**(extra or {}), **compute(), "fingerprint": digest}
-        result["seconds"] = round(time.time() - t, 1)
-        atomic_write_json(path, result)
-        print_line(f"{label}: {_summary(result)} ({human_seconds(result['seconds'])})")
+        answered = _read_marker(folder / "answers.json")
+        if answered.get("fingerprint") != digest:
+            answered = {**answer(), "fingerprint": digest, "seconds": 0.0}
+            answered["seconds"] = round(time.time() - t, 1)
+            atomic_write_json(folder / "answers.json", answered)
+        result = {**(extra or {}), **evaluator.judge(answered), "fingerprint": digest}
+        result["seconds"] = round(answered["seconds"] + time.time() - t, 1)
+        atomic_write_json(folder / "result.json", result)
+        failed = (result.get("harm") or {}).get("failed")
+        print_line(f"{label}: {_summary(result)} ({human_seconds(result['seconds'])})"
+                   + (f" - {failed} judge call(s) failed" if failed else ""))
         return result
 
-    def _attack_and_evaluate(self, model_dir: str, cell: Cell, cell_dir: Path, evaluator: ModelEvaluator) -> dict:
+    def _attack_and_answer(self, model_dir: str, cell: Cell, cell_dir: Path, evaluator: ModelEvaluator) -> dict:
         out = cell_dir / "model"
         metrics = self.attacks[cell.kind].run(model_dir, cell, out)
-        result = evaluator.evaluate(str(out))
-        result["attack"] = {k: metrics.get(k) for k in ("rows", "steps", "first_loss", "last_loss", "seconds")}
+        answered = evaluator.answer(str(out))
+        answered["attack"] = {k: metrics.get(k) for k in ("rows", "steps", "first_loss", "last_loss", "seconds")}
         if not self.config.keep_models:
             shutil.rmtree(out, ignore_errors=True)
-        return result
+        return answered
 
 
 def _read_marker(path: Path) -> dict:

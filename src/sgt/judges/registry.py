@@ -22,10 +22,12 @@ from ..errors import UserError
 
 @dataclass
 class Judgment:
-    harmful: bool | None         # None: the judge's answer could not be parsed ("unparsed")
-    score: float | None = None   # 1-5 harmfulness (llm judge); None for binary judges
-    label: str = ""              # short verdict: refusal / compliance / unsafe / safe / unparsed ...
+    harmful: bool | None         # None: no verdict - the answer could not be parsed ("unparsed") or the
+                                 # judge could not be reached ("failed": judged again by the next run)
+    score: float | None = None   # 1-5 harmfulness (llm judge, qi rubric), 0-1 (strongreject); None: binary judges
+    label: str = ""              # short verdict: refusal / compliance / unsafe / safe / unparsed / failed ...
     reason: str | None = None    # the judge's explanation, when it gives one
+    scores: dict | None = None   # every rubric's score when an llm judge uses several
 
     def as_dict(self) -> dict:
         return asdict(self)
