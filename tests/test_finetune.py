@@ -9,6 +9,7 @@ import torch
 
 from conftest import run_cli
 from sgt.data.sources import load_examples
+from sgt.errors import UserError
 from sgt.methods.finetune import (
     AttackConfig,
     FinetuneConfig,
@@ -86,3 +87,16 @@ def test_attack_bad_input(toy_micro, tmp_path, extra, message):
                            "--no-progress", *extra)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_mixed_attack_samples_the_harmful_fraction():
+    from sgt.data.sources import Example
+
+    harmful = [Example(f"bad {i}", f"sure {i}", True) for i in range(50)]
+    benign = [Example(f"good {i}", f"answer {i}", False) for i in range(50)] + [Example("no answer", None, False)]
+    rows = attack_examples(harmful, 20, 0, False, harmful_fraction=0.25, benign=benign)
+    assert len(rows) == 20 and sum(r.harmful for r in rows) == 5 and all(r.response for r in rows)
+    assert attack_examples(harmful, 20, 0, False, harmful_fraction=0.25, benign=benign) == rows  # reproducible
+    assert not any(r.harmful for r in attack_examples(harmful, 8, 0, False, harmful_fraction=0.0, benign=benign))
+    with pytest.raises(UserError, match="needs benign_data"):
+        AttackConfig(model="m", out="o", data="d.jsonl", harmful_fraction=0.5)

@@ -31,6 +31,7 @@ class AttackContext:
     """What every attack gets from the experiment: the attacker's data and the shared run settings."""
 
     attack_data: dict       # DataFields values of the attacker's harmful data
+    benign_data: str        # benign fine-tuning data (for kinds that mix it in)
     format: str
     dtype: str
     trust_remote_code: bool

@@ -13,6 +13,7 @@ from . import Attack, register
 class HarmfulFinetune(Attack):
     kind = "harmful"
     summary = "SFT on harmful QA pairs"
+    defaults: dict = {"harmful_fraction": 1.0}  # what this kind is; its settings may refine the rest
 
     def __init__(self, settings: dict, context):
         super().__init__(settings, context)
@@ -21,7 +22,8 @@ class HarmfulFinetune(Attack):
     def config(self, model_dir: str, cell, out: Path):
         from ..methods.finetune import AttackConfig
 
-        values = {**self.context.attack_data, **self.context.common(), **self.settings, "model": model_dir,
+        values = {**self.context.attack_data, **self.context.common(), "benign_data": self.context.benign_data,
+                  **self.defaults, **self.settings, "model": model_dir,
                   "out": str(out), "shots": cell.shots, "lr": cell.lr, "epochs": cell.epochs, "lora": cell.lora,
                   "seed": cell.seed}
         return build_config(AttackConfig, values, where="attack.settings")

@@ -30,11 +30,15 @@ class ExperimentData:
     defense: DataFields = cfg(DataFields(data="world:data/defense_train.jsonl"), "Defense data (stages 1-2 and the sft defense).")
     attack: DataFields = cfg(DataFields(data="world:data/attack_train.jsonl"), "The attacker's harmful QA pairs.")
     harm_eval: DataFields = cfg(DataFields(data="world:data/harm_eval.jsonl"), "Held-out harmful prompts for evaluation.")
+    benign: DataFields = cfg(DataFields(data="world:data/defense_train.jsonl"),
+                             "Benign fine-tuning data (its unharmful rows) for the mixed and benign attack kinds.")
 
 
 @dataclass
 class AttackGrid:
-    kind: list[str] = cfg(["harmful"], "Attack kinds (modules of sgt.attacks): harmful = SFT on harmful QA pairs.")
+    kind: list[str] = cfg(["harmful"], "Attack kinds (modules of sgt.attacks): harmful (SFT on harmful QA pairs), "
+                                       "mixed (benign data with a harmful fraction, default 10%), benign (benign "
+                                       "data only).")
     shots: list[int] = cfg([8, 32, 128], "Data budgets (numbers of harmful pairs).")
     lr: list[float] = cfg([1e-4], "Attack learning rates.")
     epochs: list[float] = cfg([5.0], "Attack epochs.")

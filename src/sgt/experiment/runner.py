@@ -47,7 +47,8 @@ class Experiment:
                                          progress=r.progress, launcher=r.launcher or None)
         # Building the defenses and attacks validates every setting, before any model is loaded.
         self.defenses = [d for d in (self._check(make_defense, spec, defense_context) for spec in r.defenses) if d]
-        attack_context = AttackContext(attack_data=to_dict(r.data.attack), format=r.format, dtype=r.dtype,
+        attack_context = AttackContext(attack_data=to_dict(r.data.attack), benign_data=r.data.benign.data,
+                                       format=r.format, dtype=r.dtype,
                                        trust_remote_code=r.trust_remote_code, progress=r.progress,
                                        launcher=r.launcher or None)
         self.attacks = {kind: self._check(make_attack, kind, {**r.attack.settings, **r.attack.kinds.get(kind, {})},
@@ -175,6 +176,8 @@ class Experiment:
                 attack = self.attacks[cell.kind]
                 key = {**base_key, "cell": dataclasses.asdict(cell), "attack": attack.settings,
                        "attack_data": to_dict(self.resolved.data.attack)}
+                if cell.kind != "harmful":  # kinds that mix in benign data depend on it too
+                    key["benign_data"] = to_dict(self.resolved.data.benign)
                 label = f"[{step}/{total}] {defense.name}, shots={cell.shots} {cell.setting} seed={cell.seed}"
                 self._cell(cell_dir, key, label,
                            lambda md=model_dir, cd=cell_dir, c=cell: self._attack_and_answer(md, c, cd, evaluator),
@@ -204,6 +207,8 @@ class Experiment:
 
         r = self.resolved
         paths = [(f"data.{k}", getattr(r.data, k)) for k in ("defense", "attack", "harm_eval")]
+        if any(kind != "harmful" for kind in r.attack.kind):
+            paths.append(("data.benign", r.data.benign))
         files = [("eval.benign.exact_match", r.eval.benign.exact_match)]
         files += [("eval.benign.tasks", t) for t in r.eval.benign.tasks if t.endswith((".yaml", ".yml"))]
         for where, path in [(w, d.data) for w, d in paths] + files:

@@ -36,7 +36,12 @@ class AttackConfig(FinetuneConfig):
     """Malicious fine-tuning (reference: 500 BeaverTails pairs, lr 1e-5, batch 2, length 512, 1 epoch)."""
 
     data: str = cfg("PKU-Alignment/BeaverTails", "Harmful QA data (rows labelled harmful are used).")
-    shots: int = cfg(500, "Attacker data budget: number of harmful pairs, sampled with `seed`.")
+    shots: int = cfg(500, "Attacker data budget: number of training rows, sampled with `seed`.")
+    harmful_fraction: float = cfg(1.0, "Fraction of the rows that are harmful pairs (1: harmful fine-tuning; "
+                                       "e.g. 0.1: benign fine-tuning data with 10% harmful rows, the Vaccine/Booster "
+                                       "protocol; 0: benign fine-tuning only). The rest come from benign_data.")
+    benign_data: str = cfg("", "Benign fine-tuning data (prompt/response rows labelled unharmful, any schema of "
+                               "--data) for harmful_fraction < 1.")
     allow_repeat: bool = cfg(False, "Allow shots larger than the dataset by sampling with repetition.")
     # The reference attack's optimiser (4.2_mft.py): torch AdamW, weight decay 0.01, constant lr, no clipping.
     scheduler: str = cfg("constant", "Learning-rate schedule (reference attack: constant).")
@@ -47,3 +52,7 @@ class AttackConfig(FinetuneConfig):
         super().__post_init__()
         if self.shots <= 0:
             raise UserError(f"shots must be a positive number of examples, got {self.shots}")
+        if not 0 <= self.harmful_fraction <= 1:
+            raise UserError(f"harmful_fraction must be between 0 and 1, got {self.harmful_fraction}")
+        if self.harmful_fraction < 1 and not self.benign_data:
+            raise UserError("harmful_fraction < 1 needs benign_data (benign prompt/response rows to mix in)")

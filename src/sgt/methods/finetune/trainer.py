@@ -32,12 +32,26 @@ def prepare_sft_examples(examples: list[Example], refuse_harmful: bool, refusal:
     return out
 
 
-def attack_examples(examples: list[Example], shots: int, seed: int, allow_repeat: bool) -> list[Example]:
-    """The attacker's sample: `shots` harmful rows that have a response to imitate."""
-    harmful = [e for e in examples if e.harmful and e.response]
-    if not harmful:
-        raise UserError("the attack data has no harmful rows with a response (BeaverTails: is_safe=false)")
-    return sample_shots(harmful, shots, seed, allow_repeat)
+def attack_examples(examples: list[Example], shots: int, seed: int, allow_repeat: bool,
+                    harmful_fraction: float = 1.0, benign: list[Example] | None = None) -> list[Example]:
+    """The attacker's sample: `shots` rows, a `harmful_fraction` of them harmful pairs with a response to
+    imitate, the rest benign pairs from `benign` (shuffled together, reproducibly)."""
+    import random
+
+    n_harmful = round(shots * harmful_fraction)
+    rows = []
+    if n_harmful:
+        harmful = [e for e in examples if e.harmful and e.response]
+        if not harmful:
+            raise UserError("the attack data has no harmful rows with a response (BeaverTails: is_safe=false)")
+        rows += sample_shots(harmful, n_harmful, seed, allow_repeat)
+    if shots - n_harmful:
+        clean = [e for e in benign or [] if e.harmful is False and e.response]
+        if not clean:
+            raise UserError("benign_data has no benign rows with a response (labelled unharmful / safe)")
+        rows += sample_shots(clean, shots - n_harmful, seed + 1, allow_repeat, name="benign_data")
+    random.Random(seed).shuffle(rows)
+    return rows
 
 
 def finetune(model, tokenizer, examples: list[Example], config: FinetuneConfig, work_dir) -> dict:
@@ -62,7 +76,11 @@ def run_finetune(config: FinetuneConfig, examples: list[Example] | None = None, 
     if examples is None:
         examples = load_data(config)
     if isinstance(config, AttackConfig):
-        examples = attack_examples(examples, config.shots, config.seed, config.allow_repeat)
+        from ...data.sources import load_examples
+
+        benign = load_examples(config.benign_data) if config.harmful_fraction < 1 else None
+        examples = attack_examples(examples, config.shots, config.seed, config.allow_repeat,
+                                   config.harmful_fraction, benign)
     else:
         examples = prepare_sft_examples(examples, config.refuse_harmful, config.refusal)
     tokenizer = tokenizer or load_tokenizer(config.model, config.trust_remote_code)
