@@ -219,3 +219,21 @@ def test_show_prints_every_field_with_its_help(toy_micro):
     assert "judge_options: {}  # Options of the chosen judge" in out and "capability_floor: 0.8" in out
     code, _, err = run_cli("run", MICRO)
     assert code == 2 and "pass --out DIR" in err
+
+
+@pytest.mark.slow
+def test_defenses_trained_with_several_seeds_report_mean_and_range(toy_micro, tmp_path):
+    out = tmp_path / "seeds"
+    overrides = micro_overrides(toy_micro, "defenses=[{name: sft, epochs: 1, max_length: 96}]", "attack.shots=[4]",
+                                "defense_seeds=[1, 2]")
+    code, _, err = run_cli("run", MICRO, "--out", str(out), *set_args(overrides))
+    assert code == 0, err
+    assert sorted(p.name for p in (out / "defenses").iterdir()) == ["sft@seed1", "sft@seed2"]
+    assert len(list(out.glob("attacks/*/*/result.json"))) == 2  # the attack cell ran on each copy
+    one = json.loads((out / "defenses" / "sft@seed1" / "result.json").read_text())["harmful_rate"]
+    two = json.loads((out / "defenses" / "sft@seed2" / "result.json").read_text())["harmful_rate"]
+    defended = json.loads((out / "results.json").read_text())["defenses"]["sft"]["defended"]
+    assert defended["copies"] == 2 and defended["harmful_rate"] == pytest.approx((one + two) / 2)
+    assert defended["harmful_rate_range"] == [min(one, two), max(one, two)]
+    assert json.loads((out / "results.json").read_text())["defenses"]["sft"]["attacked"][0]["seeds"] == 2
+    assert "trained with 2 seeds" in (out / "report.md").read_text()

@@ -21,9 +21,10 @@ from .utils import atomic_write_json, atomic_write_text, read_json
 JUDGE_SCORES = ("qi_score", "strongreject_score")
 
 
-def collect(out: Path, config, cells: list) -> dict:
-    """Per defense: the defended result and the attacked cells (seeds averaged). `cells` are the
-    attack grid's cells (objects with id, shots and setting)."""
+def collect(out: Path, config, cells: list, copies: dict | None = None) -> dict:
+    """Per defense: the defended result and the attacked cells, averaged over the defense's trained
+    copies (defense seeds) and the attack seeds. `cells` are the attack grid's cells (objects with id,
+    shots and setting); `copies` maps a defense name to its copies' (folder, seed) (default: one copy)."""
     data, unreadable = {}, []
 
     def read(path: Path) -> dict | None:
@@ -40,12 +41,14 @@ def collect(out: Path, config, cells: list) -> dict:
 
     for spec in config.defenses:
         name = str(spec.get("name") or spec.get("defense"))
-        defended = read(out / "defenses" / name / "result.json")
+        folders = [folder for folder, _ in (copies or {}).get(name, [(name, None)])]
+        defended = _mean_result([r for r in (read(out / "defenses" / f / "result.json") for f in folders) if r])
         groups: dict[tuple, list[dict]] = defaultdict(list)
-        for cell in cells:
-            result = read(out / "attacks" / name / cell.id / "result.json")
-            if result is not None:
-                groups[(cell.shots, cell.setting)].append(result)
+        for folder in folders:
+            for cell in cells:
+                result = read(out / "attacks" / folder / cell.id / "result.json")
+                if result is not None:
+                    groups[(cell.shots, cell.setting)].append(result)
         attacked = []
         for (shots, setting), results in sorted(groups.items()):
             attacked.append({"shots": shots, "setting": setting, "seeds": len(results),
@@ -95,11 +98,11 @@ def budget_to_break(worst: dict[int, float], threshold: float) -> int | str | No
     return f"> {max(worst)}"
 
 
-def write_report(out: str | Path, config, cells: list) -> dict:
+def write_report(out: str | Path, config, cells: list, copies: dict | None = None) -> dict:
     """results.json, report.md and the plots of the run in `out` (config: the experiment's)."""
     out = Path(out)
     settings = config.report
-    collected, unreadable = collect(out, config, cells)
+    collected, unreadable = collect(out, config, cells, copies)
     data = analyse(collected, settings.capability_floor, settings.break_threshold)
     summary = {"name": config.name, "report_settings": dataclasses.asdict(settings), "defenses": data,
                "unreadable_results": unreadable}
@@ -132,15 +135,19 @@ def markdown(config, data: dict, plots: list[str], drift: dict | None = None, un
              f"capability-bounded = only attacked models keeping >= {s.capability_floor:.0%} of the defended "
              f"model's benign score; budget to break = smallest budget with worst case >= {s.break_threshold:.0%}.", "",
              "## Summary", ""]
+    copies = max(((d["defended"] or {}).get("copies") or 1) for d in data.values()) if data else 1
+    if copies > 1:
+        lines += [f"Each defense was trained with {copies} seeds: numbers are means over its copies (min-max in "
+                  "brackets), and every attack cell ran on every copy.", ""]
     scores = [k for k in JUDGE_SCORES if any((d["defended"] or {}).get(k) is not None for d in data.values())]
     lines += ["| defense | harmful (no attack) | " + "".join(f"{k.replace('_', ' ')} (no attack) | " for k in scores)
               + "benign (no attack) | budget to break | budget to break (capability-bounded) |",
               "|---|---|" + "---|" * len(scores) + "---|---|---|"]
     for name, d in data.items():
         base = d["defended"] or {}
-        lines.append(f"| {name} | {_fmt(base.get('harmful_rate'))} | "
+        lines.append(f"| {name} | {_fmt_range(base, 'harmful_rate')} | "
                      + "".join(f"{_fmt(base.get(k))} | " for k in scores)
-                     + f"{_fmt(base.get('benign_score'))} | "
+                     + f"{_fmt_range(base, 'benign_score')} | "
                      f"{d['budget_to_break'] if d['budget_to_break'] is not None else 'n/a'} | "
                      f"{d['budget_to_break_capability_bounded'] if d['budget_to_break_capability_bounded'] is not None else 'n/a'} |")
     budgets = sorted({row["shots"] for d in data.values() for row in d["attacked"]})
@@ -159,7 +166,7 @@ def markdown(config, data: dict, plots: list[str], drift: dict | None = None, un
         for name, d in data.items():
             lines.append(f"| {name} | " + " | ".join(str(d["budget_to_break_by_setting"].get(k, "n/a")) for k in settings) + " |")
         lines += ["", "Smallest budget whose harmful rate (mean over seeds) reaches the threshold under that setting.", "",
-                  "## Every attack cell", "", "| defense | shots | setting | seeds | harmful rate | benign score | keeps capability |",
+                  "## Every attack cell", "", "| defense | shots | setting | runs (seeds) | harmful rate | benign score | keeps capability |",
                   "|---|---|---|---|---|---|---|"]
         for name, d in data.items():
             for row in d["attacked"]:
@@ -183,6 +190,13 @@ def markdown(config, data: dict, plots: list[str], drift: dict | None = None, un
     return "\n".join(lines) + "\n"
 
 
+def _fmt_range(result: dict, key: str) -> str:
+    """The mean, and over several defense seeds the min-max range: 0.05 (0.03-0.07)."""
+    spread = result.get(f"{key}_range")
+    text = _fmt(result.get(key))
+    return f"{text} ({spread[0]:.2f}-{spread[1]:.2f})" if spread else text
+
+
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
@@ -195,8 +209,26 @@ def _mean(values):
 def _slim(result: dict | None) -> dict | None:
     if result is None:
         return None
-    keys = ("harmful_rate", "harmfulness_score", *JUDGE_SCORES, "benign_score", "harm", "benign", "drift")
+    keys = ("harmful_rate", "harmfulness_score", *JUDGE_SCORES, "benign_score", "harm", "benign", "drift",
+            "harmful_rate_range", "benign_score_range", "copies")
     return {k: result.get(k) for k in keys if k in result or k in ("harmful_rate", "benign_score")}
+
+
+def _mean_result(results: list[dict]) -> dict | None:
+    """One defended result from its copies: numbers averaged, with the min-max range of the main ones."""
+    if not results:
+        return None
+    if len(results) == 1:
+        return results[0]
+    merged = dict(results[0])
+    for key in ("harmful_rate", "harmfulness_score", "benign_score", *JUDGE_SCORES):
+        values = [r.get(key) for r in results if r.get(key) is not None]
+        merged[key] = sum(values) / len(values) if values else None
+        if values and key in ("harmful_rate", "benign_score"):
+            merged[f"{key}_range"] = [min(values), max(values)]
+    merged["drift"] = _mean_curve([r.get("drift") for r in results])
+    merged["copies"] = len(results)
+    return merged
 
 
 def _mean_curve(curves: list) -> list[float] | None:

@@ -91,6 +91,9 @@ class ExperimentConfig:
     launcher: list[str] = cfg([], "Run training stages under this launcher in subprocesses, e.g. "
                                   "[accelerate, launch, --config_file, configs/accelerate/ddp.yaml] (empty: in-process).")
     data: ExperimentData = cfg(ExperimentData(), "Datasets.")
+    defense_seeds: list[int] = cfg([], "Train every defense once per seed listed here (empty: once, with `seed`); "
+                                       "every attack cell runs on each copy, and the report shows the mean and the "
+                                       "min-max over copies.")
     defenses: list[dict] = cfg([{"name": "none"}, {"name": "sft"}, {"name": "sgt"}],
                                "Defenses: a list of {name, defense (kind, default = name), ...settings} "
                                "(kinds: modules of sgt.defenses).")

@@ -8,7 +8,7 @@ import itertools
 import json
 from dataclasses import dataclass
 
-from .config import AttackGrid
+from .config import AttackGrid, defense_name
 
 
 @dataclass
@@ -40,3 +40,11 @@ def grid_cells(grid: AttackGrid) -> list[Cell]:
 
 def fingerprint(data) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def defense_copies(config) -> dict[str, list[tuple[str, int]]]:
+    """Per defense name: its trained copies as (folder name, seed). One seed: the folder is the name
+    itself; several: NAME@seedK."""
+    seeds = list(config.defense_seeds) or [config.seed]
+    return {defense_name(spec): [(defense_name(spec) if len(seeds) == 1 else f"{defense_name(spec)}@seed{s}", s)
+                                 for s in seeds] for spec in config.defenses}

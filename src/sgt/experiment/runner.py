@@ -27,9 +27,9 @@ from ..config import read_yaml, save_config, show_config, to_dict
 from ..defenses import DefenseContext, make_defense
 from ..errors import UserError
 from ..utils import atomic_write_json, human_seconds, read_json
-from .config import ExperimentConfig, load_experiment
+from .config import ExperimentConfig, defense_name, load_experiment
 from .evaluation import ModelEvaluator
-from .plan import Cell, fingerprint, grid_cells
+from .plan import Cell, defense_copies, fingerprint, grid_cells
 
 
 class Experiment:
@@ -42,11 +42,18 @@ class Experiment:
         self.resolved = config.resolved()    # every world: path resolved
         self.problems: list[str] = []        # every user error found, so that --dry-run lists them all
         r = self.resolved
-        defense_context = DefenseContext(base_model=r.model, defense_data=to_dict(r.data.defense), format=r.format,
-                                         dtype=r.dtype, seed=r.seed, trust_remote_code=r.trust_remote_code,
+        self.copies = defense_copies(r)
+        # Building the defenses and attacks validates every setting, before any model is loaded. A defense
+        # trained with several seeds is one Defense per seed, named by its folder (NAME@seedK).
+        self.defenses = []
+        for spec in r.defenses:
+            for copy, seed in self.copies[defense_name(spec)]:
+                context = DefenseContext(base_model=r.model, defense_data=to_dict(r.data.defense), format=r.format,
+                                         dtype=r.dtype, seed=seed, trust_remote_code=r.trust_remote_code,
                                          progress=r.progress, launcher=r.launcher or None)
-        # Building the defenses and attacks validates every setting, before any model is loaded.
-        self.defenses = [d for d in (self._check(make_defense, spec, defense_context) for spec in r.defenses) if d]
+                defense = self._check(make_defense, {**spec, "name": copy}, context)
+                if defense is not None:
+                    self.defenses.append(defense)
         attack_context = AttackContext(attack_data=to_dict(r.data.attack), benign_data=r.data.benign.data,
                                        format=r.format, dtype=r.dtype,
                                        trust_remote_code=r.trust_remote_code, progress=r.progress,
@@ -92,8 +99,9 @@ class Experiment:
         name = self.resolved.eval.drift.trigger
         if not name:
             return None
+        copies = [copy for copy, _ in self.copies.get(name, [])]
         for defense in self.defenses:
-            if defense.name == name:
+            if defense.name in copies[:1]:  # several seeds: the first copy's trigger is the reference
                 path = defense.trigger_path(self.out / "defenses" / defense.name)
                 if path is None:
                     raise UserError(f"eval.drift.trigger: defense {name!r} ({defense.kind}) has no trigger; "
@@ -138,7 +146,8 @@ class Experiment:
         r = self.resolved
         key = {"eval": to_dict(r.eval), "harm_eval": to_dict(r.data.harm_eval), "seed": r.seed, "format": r.format}
         if r.eval.drift.trigger:  # the drift reference may be a defense's trigger: results depend on it
-            key["drift_defense"] = [d.fingerprint() for d in self.defenses if d.name == r.eval.drift.trigger]
+            first = [copy for copy, _ in self.copies.get(r.eval.drift.trigger, [])][:1]
+            key["drift_defense"] = [d.fingerprint() for d in self.defenses if d.name in first]
         return key
 
     # -- running -----------------------------------------------------------------------------------
@@ -183,7 +192,7 @@ class Experiment:
                            lambda md=model_dir, cd=cell_dir, c=cell: self._attack_and_answer(md, c, cd, evaluator),
                            evaluator, extra={"defense": defense.name, "cell": dataclasses.asdict(cell),
                                              "setting": cell.setting})
-        summary = write_report(self.out, self.config, self.cells)
+        summary = write_report(self.out, self.config, self.cells, self.copies)
         summary["seconds"] = round(time.time() - start, 1)
         print_line(f"done in {human_seconds(summary['seconds'])}: {self.out / 'report.md'}")
         failed = [p for p in sorted(self.out.glob("**/result.json")) if (_read_marker(p).get("harm") or {}).get("failed")]
@@ -380,7 +389,7 @@ def report_from_cli(run_dir: str, readme: str | None, assets: str, block: str = 
     if not saved.is_file():
         raise UserError(f"{run_dir} is not an `sgt run` folder (no config.yaml)")
     config = build_config(ExperimentConfig, read_yaml(saved), where="experiment")
-    summary = write_report(run_dir, config, grid_cells(config.attack))
+    summary = write_report(run_dir, config, grid_cells(config.attack), defense_copies(config))
     if readme:
         update_readme(run_dir, readme, assets, block, command)
     return summary
