@@ -237,3 +237,29 @@ def test_defenses_trained_with_several_seeds_report_mean_and_range(toy_micro, tm
     assert defended["harmful_rate_range"] == [min(one, two), max(one, two)]
     assert json.loads((out / "results.json").read_text())["defenses"]["sft"]["attacked"][0]["seeds"] == 2
     assert "trained with 2 seeds" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_searched_attacker_runs_resumes_and_is_reported(toy_micro, tmp_path):
+    out = tmp_path / "search"
+    search = "attack.search={trials: 2, shots: 8, lr: [1.0e-4, 3.0e-3], epochs: [1, 2], batch_size: [8], lora: [false]}"
+    base = micro_overrides(toy_micro, "defenses=[{name: none}]", "attack.shots=[4]")
+    code, _, err = run_cli("run", MICRO, "--out", str(out), *set_args([*base, search]))
+    assert code == 0, err
+    found = json.loads((out / "search" / "none.json").read_text())
+    assert len(found["trials"]) == 2 and found["best"]["value"] == max(t["value"] for t in found["trials"])
+    assert all(1e-4 <= t["params"]["lr"] <= 3e-3 for t in found["trials"])
+    report = (out / "report.md").read_text()
+    assert "## Searched attacker" in report and (out / "search.png").is_file()
+    # more trials later: the study resumes (the 2 done trials are kept), only 1 new trial runs
+    code, _, err = run_cli("run", MICRO, "--out", str(out), "--force", *set_args([*base, search.replace("trials: 2", "trials: 3")]))
+    assert code == 0, err
+    assert len(json.loads((out / "search" / "none.json").read_text())["trials"]) == 3 and err.count("[search none]") == 1
+
+
+def test_search_objective_penalises_lost_capability():
+    from sgt.experiment.search import objective_value
+
+    assert objective_value(0.9, 0.85, 1.0, 0.8) == 0.9
+    assert objective_value(1.0, 0.5, 1.0, 0.8) == 0.0  # wrecked the model: below any valid attack
+    assert objective_value(None, 0.9, 1.0, 0.8) == -1.0

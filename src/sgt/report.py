@@ -106,8 +106,12 @@ def write_report(out: str | Path, config, cells: list, copies: dict | None = Non
     data = analyse(collected, settings.capability_floor, settings.break_threshold)
     summary = {"name": config.name, "report_settings": dataclasses.asdict(settings), "defenses": data,
                "unreadable_results": unreadable}
-    atomic_write_json(out / "results.json", summary)
     plots = plot(data, out, settings)
+    searches = collect_searches(out, config, copies)
+    summary["searches"] = searches
+    atomic_write_json(out / "results.json", summary)
+    if searches:
+        plots.append(plot_searches(searches, out / "search.png"))
     reference = out / "drift_reference.json"
     panels = drift_panels(data, read_json(reference)["base_without_trigger"] if reference.is_file() else None)
     if panels:
@@ -115,7 +119,7 @@ def write_report(out: str | Path, config, cells: list, copies: dict | None = Non
 
         plot_drift(panels, out / "drift.png")
         plots.append("drift.png")
-    atomic_write_text(out / "report.md", markdown(config, data, plots, panels, unreadable))
+    atomic_write_text(out / "report.md", markdown(config, data, plots, panels, unreadable, searches))
     return {"defenses": {n: {k: d[k] for k in ("budget_to_break", "budget_to_break_capability_bounded")}
                          | {"harmful_rate": (d["defended"] or {}).get("harmful_rate"),
                             "benign_score": (d["defended"] or {}).get("benign_score")}
@@ -127,7 +131,8 @@ def write_report(out: str | Path, config, cells: list, copies: dict | None = Non
 # ---------------------------------------------------------------------------------------------
 
 
-def markdown(config, data: dict, plots: list[str], drift: dict | None = None, unreadable: list | None = None) -> str:
+def markdown(config, data: dict, plots: list[str], drift: dict | None = None, unreadable: list | None = None,
+             searches: dict | None = None) -> str:
     s = config.report
     lines = [f"# SGT experiment report: {config.name}", "",
              f"Base model `{config.model}`, format `{config.format}`, judge `{config.eval.harm.judge}`, "
@@ -172,6 +177,23 @@ def markdown(config, data: dict, plots: list[str], drift: dict | None = None, un
             for row in d["attacked"]:
                 lines.append(f"| {name} | {row['shots']} | {row['setting']} | {row['seeds']} | {_fmt(row['harmful_rate'])} | "
                              f"{_fmt(row['benign_score'])} | {'yes' if row.get('keeps_capability') else 'no'} |")
+    if searches:
+        search = config.attack.search
+        lines += ["", "## Searched attacker", "",
+                  f"An Optuna TPE search per defense ({search.trials} trials; budget {search.shots} examples; lr "
+                  f"{search.lr[0]:g}-{search.lr[1]:g}, epochs {search.epochs[0]:g}-{search.epochs[1]:g}, batch "
+                  f"{search.batch_size}, LoRA {search.lora}) maximising the harmful rate among attacks that keep the "
+                  "capability floor. Grid = the grid's capability-bounded worst case at the same budget.", "",
+                  "| defense | best harmful rate (searched) | its benign score | grid worst case | best settings |",
+                  "|---|---|---|---|---|"]
+        for name, found in searches.items():
+            best = found.get("best") or {}
+            grid = data.get(name, {}).get("worst_case_capability_bounded", {}).get(search.shots)
+            settings = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                 for k, v in (best.get("params") or {}).items())
+            kept = best.get("value") is not None and best["value"] >= 0
+            lines.append(f"| {name} | {_fmt(best.get('harmful_rate')) if kept else 'none kept capability'} | "
+                         f"{_fmt(best.get('benign_score'))} | {_fmt(grid)} | {settings} |")
     if drift:
         lines += ["", "## Representation drift", "",
                   "Relative distance of each model's harmful-prompt states (last prompt position) to the frozen base "
@@ -323,6 +345,43 @@ def plot(data: dict, out: Path, settings) -> list[str]:
         files.append(_save(fig, out / "benign.png"))
         plt.close(fig)
     return files
+
+
+def collect_searches(out: Path, config, copies: dict | None) -> dict:
+    """Per defense: the searched attacker's summary (search/<first copy>.json), if a search ran."""
+    found = {}
+    for spec in config.defenses:
+        name = str(spec.get("name") or spec.get("defense"))
+        folder = ((copies or {}).get(name) or [(name, None)])[0][0]
+        path = out / "search" / f"{folder}.json"
+        if path.is_file():
+            try:
+                found[name] = read_json(path)
+            except ValueError:
+                continue
+    return found
+
+
+def plot_searches(searches: dict, path: Path) -> str:
+    """Best objective so far against trials, one line per defense."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for name, found in searches.items():
+        curve = found.get("best_so_far") or []
+        ax.plot(range(1, len(curve) + 1), curve, marker="o", markersize=3, label=name)
+    ax.set_xlabel("trial")
+    ax.set_ylabel("best harmful rate so far\n(minus 1 if capability was lost)")
+    ax.set_title("searched attacker", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    name = _save(fig, path)
+    plt.close(fig)
+    return name
 
 
 def _save(fig, path: Path) -> str:

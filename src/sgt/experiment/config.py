@@ -21,6 +21,7 @@ from ..evaluation.benign import BenignEvalSettings
 from ..evaluation.drift import DriftSettings
 from ..evaluation.harm import HarmEvalSettings
 from ..worlds import WorldConfig
+from .search import SearchSettings
 
 WORLD_PREFIX = "world:"
 
@@ -46,6 +47,8 @@ class AttackGrid:
     seeds: list[int] = cfg([0], "Attack seeds (data sample and training order); results are averaged over seeds.")
     settings: dict = cfg({}, "Other `sgt attack` fields shared by every cell (batch_size, max_length, lora_r, ...).")
     kinds: dict = cfg({}, "Settings of one kind only: {kind: {field: value}} (added to `settings` for that kind).")
+    search: SearchSettings = cfg(SearchSettings(), "The adaptive attacker: an Optuna TPE search per defense over "
+                                                   "lr, epochs, batch size and LoRA rank at a fixed budget.")
 
     def __post_init__(self):
         if not all([self.kind, self.shots, self.lr, self.epochs, self.lora, self.seeds]):

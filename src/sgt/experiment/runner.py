@@ -54,16 +54,27 @@ class Experiment:
                 defense = self._check(make_defense, {**spec, "name": copy}, context)
                 if defense is not None:
                     self.defenses.append(defense)
-        attack_context = AttackContext(attack_data=to_dict(r.data.attack), benign_data=r.data.benign.data,
-                                       format=r.format, dtype=r.dtype,
-                                       trust_remote_code=r.trust_remote_code, progress=r.progress,
-                                       launcher=r.launcher or None)
-        self.attacks = {kind: self._check(make_attack, kind, {**r.attack.settings, **r.attack.kinds.get(kind, {})},
-                                          attack_context) for kind in r.attack.kind}
+        self.attack_context = AttackContext(attack_data=to_dict(r.data.attack), benign_data=r.data.benign.data,
+                                            format=r.format, dtype=r.dtype, trust_remote_code=r.trust_remote_code,
+                                            progress=r.progress, launcher=r.launcher or None)
+        kinds = set(r.attack.kind) | ({r.attack.search.kind} if r.attack.search.trials else set())
+        self.attacks = {kind: self._check(self.make_attack, kind) for kind in sorted(kinds)}
         self.cells = grid_cells(r.attack)
         self.drift_trigger = self._check(self._drift_trigger)
         self._check(self._check_code)
         self._check_data(built_only=True)
+
+    def make_attack(self, kind: str, extra: dict | None = None):
+        """Attack `kind` with the grid's shared settings, its own (attack.kinds) and `extra` (a search's)."""
+        a = self.resolved.attack
+        return make_attack(kind, {**a.settings, **a.kinds.get(kind, {}), **(extra or {})}, self.attack_context)
+
+    def search_fingerprint(self, defense) -> str:
+        return fingerprint({"defense": defense.fingerprint(), **self.eval_fingerprint(),
+                            # not `trials`: asking for more trials continues the same study
+                            "search": {k: v for k, v in to_dict(self.resolved.attack.search).items() if k != "trials"},
+                            "attack": self.resolved.attack.settings,
+                            "attack_data": to_dict(self.resolved.data.attack)})[:8]
 
     def _check(self, step, *args):
         """Run one validation step; a user error is recorded (and the step's result is None)."""
@@ -192,6 +203,16 @@ class Experiment:
                            lambda md=model_dir, cd=cell_dir, c=cell: self._attack_and_answer(md, c, cd, evaluator),
                            evaluator, extra={"defense": defense.name, "cell": dataclasses.asdict(cell),
                                              "setting": cell.setting})
+        search = self.resolved.attack.search
+        if search.trials:
+            from .search import run_search
+
+            floor = search.capability_floor or self.resolved.report.capability_floor
+            for defense in self.defenses:
+                if defense.name != self.copies[_name_of(defense.name, self.copies)][0][0]:
+                    continue  # several defense seeds: the attacker searches against the first copy
+                defended = _read_marker(self.out / "defenses" / defense.name / "result.json")
+                run_search(self, defense, model_dirs[defense.name], defended, evaluator, search, floor)
         summary = write_report(self.out, self.config, self.cells, self.copies)
         summary["seconds"] = round(time.time() - start, 1)
         print_line(f"done in {human_seconds(summary['seconds'])}: {self.out / 'report.md'}")
@@ -281,6 +302,11 @@ class Experiment:
         if not self.config.keep_models:
             shutil.rmtree(out, ignore_errors=True)
         return answered
+
+
+def _name_of(folder: str, copies: dict) -> str:
+    """The defense name of a copy's folder (NAME or NAME@seedK)."""
+    return next(name for name, items in copies.items() if any(folder == f for f, _ in items))
 
 
 def _read_marker(path: Path) -> dict:
