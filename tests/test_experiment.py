@@ -201,7 +201,7 @@ def test_training_stages_can_run_under_a_launcher(toy_micro, tmp_path):
     import sys
 
     out = tmp_path / "launched"
-    overrides = micro_overrides(toy_micro, f"launcher=[{sys.executable}]", "attack.shots=[4]",
+    overrides = micro_overrides(toy_micro, f"launcher=[{sys.executable}]", "allow_code=true", "attack.shots=[4]",
                                 "defenses=[{name: sft, epochs: 1, max_length: 96}]")
     code, _, err = run_cli("run", MICRO, "--out", str(out), *set_args(overrides))
     assert code == 0, err

@@ -77,9 +77,9 @@ def test_a_new_defense_and_attack_kind_need_no_change_elsewhere(toy_micro, tmp_p
     ("eval.harm.generator=telepathy", "unknown generator 'telepathy'"),
 ])
 def test_unknown_plugins_are_one_line_errors(toy_micro, tmp_path, override, message):
-    code, _, err = run_cli("run", MICRO, "--out", str(tmp_path / "x"), "--dry-run",
-                           *set_args(micro_overrides(toy_micro, override)))
+    code, _, err = run_cli("run", MICRO, "--out", str(tmp_path / "x"), *set_args(micro_overrides(toy_micro, override)))
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x").exists()
 
 
 def test_vllm_generator_is_a_declared_seam():

@@ -144,3 +144,10 @@ def human_seconds(seconds: float) -> str:
         return f"{seconds:.1f}s"
     minutes, sec = divmod(int(round(seconds)), 60)
     return f"{minutes}m{sec:02d}s"
+
+
+def print_line(text: str) -> None:
+    """A progress line on stderr (stdout is kept for results)."""
+    import sys
+
+    print(text, file=sys.stderr, flush=True)

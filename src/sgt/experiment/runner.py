@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from ..attacks import AttackContext, make_attack
 from ..config import read_yaml, save_config, show_config, to_dict
 from ..defenses import DefenseContext, make_defense
 from ..errors import UserError
-from ..utils import atomic_write_json, human_seconds, read_json
+from ..utils import atomic_write_json, human_seconds, print_line, read_json
 from .config import ExperimentConfig, defense_name, load_experiment
 from .evaluation import ModelEvaluator
 from .plan import Cell, defense_copies, fingerprint, grid_cells
@@ -330,10 +329,6 @@ def _summary(result: dict) -> str:
     if benign is not None:
         text += f", benign {benign:.2f}"
     return text
-
-
-def print_line(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------

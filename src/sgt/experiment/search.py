@@ -90,7 +90,7 @@ def run_search(experiment, defense, model_dir: str, defended: dict, evaluator, s
         import optuna
     except ImportError:
         raise UserError("attack.search needs optuna: pip install optuna") from None
-    from .runner import print_line
+    from ..utils import print_line
 
     folder = experiment.out / "search"
     folder.mkdir(parents=True, exist_ok=True)
