@@ -225,7 +225,7 @@ def test_show_prints_every_field_with_its_help(toy_micro):
 def test_defenses_trained_with_several_seeds_report_mean_and_range(toy_micro, tmp_path):
     out = tmp_path / "seeds"
     overrides = micro_overrides(toy_micro, "defenses=[{name: sft, epochs: 1, max_length: 96}]", "attack.shots=[4]",
-                                "defense_seeds=[1, 2]")
+                                "defense_seeds=[1, 2]", "attack.settings.save_at_examples=[4]")
     code, _, err = run_cli("run", MICRO, "--out", str(out), *set_args(overrides))
     assert code == 0, err
     assert sorted(p.name for p in (out / "defenses").iterdir()) == ["sft@seed1", "sft@seed2"]
@@ -237,6 +237,9 @@ def test_defenses_trained_with_several_seeds_report_mean_and_range(toy_micro, tm
     assert defended["harmful_rate_range"] == [min(one, two), max(one, two)]
     assert json.loads((out / "results.json").read_text())["defenses"]["sft"]["attacked"][0]["seeds"] == 2
     assert "trained with 2 seeds" in (out / "report.md").read_text()
+    # the intermediate checkpoint after 4 examples gave a point on a harm-vs-examples curve
+    (row,) = json.loads((out / "results.json").read_text())["defenses"]["sft"]["attacked"]
+    assert [p["examples"] for p in row["curve"]] == [4] and (out / "harm_vs_examples.png").is_file()
 
 
 @pytest.mark.slow

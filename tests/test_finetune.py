@@ -100,3 +100,20 @@ def test_mixed_attack_samples_the_harmful_fraction():
     assert not any(r.harmful for r in attack_examples(harmful, 8, 0, False, harmful_fraction=0.0, benign=benign))
     with pytest.raises(UserError, match="needs benign_data"):
         AttackConfig(model="m", out="o", data="d.jsonl", harmful_fraction=0.5)
+
+
+@pytest.mark.slow
+def test_intermediate_checkpoints_and_adapter_only_outputs_load(toy_micro, tmp_path):
+    """save_at_examples leaves plain checkpoints along the way; --no-merge-lora outputs load as models."""
+    config = attack_config(toy_micro, tmp_path / "a", lora=True, lora_r=4, lr=3e-3, merge_lora=False,
+                           save_at_examples=[8, 20])
+    run_finetune(config)
+    out = tmp_path / "a"
+    assert (out / "adapter_config.json").is_file() and not (out / "config.json").is_file()
+    assert sorted(p.name for p in out.glob("at-*")) == ["at-20", "at-8"]
+    base = load_model(str(toy_micro / "base"), "float32").state_dict()
+    early = load_model(str(out / "at-8"), "float32").state_dict()
+    final = load_model(str(out), "float32").state_dict()  # base + adapter, merged on load
+    assert set(early) == set(base) == set(final)
+    assert any(not torch.equal(base[k], early[k]) for k in base)
+    assert any(not torch.equal(early[k], final[k]) for k in base)  # training went on after the first save

@@ -50,7 +50,7 @@ def resolve_model(name_or_path: str) -> str:
 def check_local_model(name_or_path: str) -> None:
     path = Path(name_or_path).expanduser()
     looks_local = name_or_path.startswith((".", "/", "~")) or path.exists()
-    if looks_local and not (path / "config.json").is_file():
+    if looks_local and not (path / "config.json").is_file() and not is_adapter(path):
         raise UserError(f"model not found: {name_or_path} is not a folder with a config.json "
                         "(give a Hugging Face model name, a folder written by save_pretrained, a .gguf file "
                         "or a named model such as smollm2-135m-instruct)")
@@ -76,6 +76,8 @@ def load_model(name_or_path: str, dtype: str = "auto", trust_remote_code: bool =
 
     name_or_path = resolve_model(name_or_path)
     check_local_model(name_or_path)
+    if is_adapter(Path(name_or_path)):
+        return load_adapter(Path(name_or_path), dtype, trust_remote_code, device)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             name_or_path, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code,
@@ -87,6 +89,28 @@ def load_model(name_or_path: str, dtype: str = "auto", trust_remote_code: bool =
     if device is not None:
         model.to(device)
     return model
+
+
+def is_adapter(path: Path) -> bool:
+    """A LoRA adapter folder (e.g. written with --no-merge-lora): adapter weights, no full config."""
+    return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
+
+
+def load_adapter(path: Path, dtype: str, trust_remote_code: bool, device):
+    """The adapter's base model with the adapter merged in: a plain model again."""
+    import json
+
+    from peft import PeftModel
+
+    base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise UserError(f"{path}/adapter_config.json names no base model (base_model_name_or_path)")
+    model = load_model(base, dtype, trust_remote_code)
+    try:
+        model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    except Exception as exc:
+        raise UserError(f"could not load the LoRA adapter in {path}: {first_line(exc)}") from None
+    return model.to(device) if device is not None else model
 
 
 def ensure_pad_token(tokenizer) -> None:

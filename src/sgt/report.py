@@ -57,7 +57,9 @@ def collect(out: Path, config, cells: list, copies: dict | None = None) -> dict:
                              **{k: _mean([r.get(k) for r in results]) for k in JUDGE_SCORES
                                 if any(r.get(k) is not None for r in results)},
                              "benign_score": _mean([r.get("benign_score") for r in results]),
-                             "drift": _mean_curve([r.get("drift") for r in results])})
+                             "drift": _mean_curve([r.get("drift") for r in results]),
+                             **({"curve": _mean_points([r.get("curve") for r in results])}
+                                if any(r.get("curve") for r in results) else {})})
         data[name] = {"defended": _slim(defended), "attacked": attacked}
     return data, unreadable
 
@@ -107,6 +109,8 @@ def write_report(out: str | Path, config, cells: list, copies: dict | None = Non
     summary = {"name": config.name, "report_settings": dataclasses.asdict(settings), "defenses": data,
                "unreadable_results": unreadable}
     plots = plot(data, out, settings)
+    if any(row.get("curve") for d in data.values() for row in d["attacked"]):
+        plots.append(plot_curves(data, out / "harm_vs_examples.png"))
     searches = collect_searches(out, config, copies)
     summary["searches"] = searches
     atomic_write_json(out / "results.json", summary)
@@ -236,6 +240,16 @@ def _slim(result: dict | None) -> dict | None:
     return {k: result.get(k) for k in keys if k in result or k in ("harmful_rate", "benign_score")}
 
 
+def _mean_points(curves: list) -> list[dict]:
+    """Harm-vs-examples points averaged over seeds, per number of examples seen."""
+    by_count: dict[int, list[dict]] = defaultdict(list)
+    for curve in curves:
+        for point in curve or []:
+            by_count[point["examples"]].append(point)
+    return [{"examples": n, "harmful_rate": _mean([p.get("harmful_rate") for p in points]),
+             "benign_score": _mean([p.get("benign_score") for p in points])} for n, points in sorted(by_count.items())]
+
+
 def _mean_result(results: list[dict]) -> dict | None:
     """One defended result from its copies: numbers averaged, with the min-max range of the main ones."""
     if not results:
@@ -345,6 +359,34 @@ def plot(data: dict, out: Path, settings) -> list[str]:
         files.append(_save(fig, out / "benign.png"))
         plt.close(fig)
     return files
+
+
+def plot_curves(data: dict, path: Path) -> str:
+    """Harmful rate against training examples seen (intermediate checkpoints), one panel per defense."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n, d in data.items() if any(row.get("curve") for row in d["attacked"])]
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.6), sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for row in data[name]["attacked"]:
+            if row.get("curve"):
+                points = [(0, data[name]["defended"]["harmful_rate"])] if data[name]["defended"] else []
+                points += [(p["examples"], p["harmful_rate"]) for p in row["curve"]]
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, marker="o", markersize=3, label=f"{row['shots']} shots, {row['setting']}")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("training examples seen")
+        ax.set_ylim(-0.03, 1.05)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("harmful rate")
+    fig.tight_layout()
+    name = _save(fig, path)
+    plt.close(fig)
+    return name
 
 
 def collect_searches(out: Path, config, copies: dict | None) -> dict:

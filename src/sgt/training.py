@@ -173,7 +173,7 @@ def encode_examples(examples: list[Example], fmt: PromptFormat, train_on: str = 
 
 
 def train_rows(model, tokenizer, dataset: EncodedDataset, config: OptimFields, work_dir,
-               trainer_class=None, **trainer_kwargs) -> dict:
+               trainer_class=None, callbacks: list | None = None, **trainer_kwargs) -> dict:
     """Run a Trainer over encoded rows (resuming from `work_dir/checkpoints` when config.resume);
     returns {"model": trained model, "metrics": {...}, "trainer": the Trainer}."""
     import time
@@ -186,7 +186,8 @@ def train_rows(model, tokenizer, dataset: EncodedDataset, config: OptimFields, w
         model.config.use_cache = False
     args = training_arguments(config, Path(work_dir) / "checkpoints", len(dataset), next(model.parameters()).dtype)
     trainer = (trainer_class or Trainer)(model=model, args=args, train_dataset=dataset,
-                                         data_collator=Collator(tokenizer.pad_token_id, "right"), **trainer_kwargs)
+                                         data_collator=Collator(tokenizer.pad_token_id, "right"),
+                                         callbacks=callbacks, **trainer_kwargs)
     if not config.progress:
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 

@@ -103,7 +103,10 @@ class ModelEvaluator:
                 "harmful_rate": harm["harmful_rate"], "harmfulness_score": harm["harmfulness_score"],
                 **{k: v for k, v in harm.items() if k.endswith("_score") and k != "harmfulness_score"},
                 **{k: answered[k] for k in ("benign", "benign_score", "drift")},
-                **({"attack": answered["attack"]} if "attack" in answered else {})}
+                **({"attack": answered["attack"]} if "attack" in answered else {}),
+                **({"curve": [{"examples": point["examples"], **{k: judged[k] for k in ("harmful_rate", "benign_score")}}
+                              for point in answered["curve"] for judged in [self.judge(point)]]}
+                   if answered.get("curve") else {})}
 
 
 def benign_score(metrics: dict, which: str) -> float | None:

@@ -297,6 +297,10 @@ class Experiment:
         out = cell_dir / "model"
         metrics = self.attacks[cell.kind].run(model_dir, cell, out)
         answered = evaluator.answer(str(out))
+        # intermediate checkpoints (attack setting save_at_examples): one point each on a curve
+        points = sorted(out.glob("at-*"), key=lambda p: int(p.name.split("-")[1]))
+        if points:
+            answered["curve"] = [{"examples": int(p.name.split("-")[1]), **evaluator.answer(str(p))} for p in points]
         answered["attack"] = {k: metrics.get(k) for k in ("rows", "steps", "first_loss", "last_loss", "seconds")}
         if not self.config.keep_models:
             shutil.rmtree(out, ignore_errors=True)

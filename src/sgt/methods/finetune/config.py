@@ -43,6 +43,9 @@ class AttackConfig(FinetuneConfig):
     benign_data: str = cfg("", "Benign fine-tuning data (prompt/response rows labelled unharmful, any schema of "
                                "--data) for harmful_fraction < 1.")
     allow_repeat: bool = cfg(False, "Allow shots larger than the dataset by sampling with repetition.")
+    save_at_examples: list[int] = cfg([], "Also save the model after this many training examples (of all epochs) "
+                                          "were seen, in OUT/at-N (the reference evaluated after 100): one attack "
+                                          "run then gives a harm-vs-examples curve.")
     # The reference attack's optimiser (4.2_mft.py): torch AdamW, weight decay 0.01, constant lr, no clipping.
     scheduler: str = cfg("constant", "Learning-rate schedule (reference attack: constant).")
     weight_decay: float = cfg(0.01, "AdamW weight decay (reference attack: 0.01).")
@@ -54,5 +57,7 @@ class AttackConfig(FinetuneConfig):
             raise UserError(f"shots must be a positive number of examples, got {self.shots}")
         if not 0 <= self.harmful_fraction <= 1:
             raise UserError(f"harmful_fraction must be between 0 and 1, got {self.harmful_fraction}")
+        if any(n <= 0 for n in self.save_at_examples):
+            raise UserError(f"save_at_examples must be positive numbers of examples, got {self.save_at_examples}")
         if self.harmful_fraction < 1 and not self.benign_data:
             raise UserError("harmful_fraction < 1 needs benign_data (benign prompt/response rows to mix in)")

@@ -11,6 +11,10 @@ its loss is the language-model cross-entropy over the labelled tokens.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from transformers import TrainerCallback
+
 from ...data.formats import PromptFormat
 from ...data.sources import Example, load_data, sample_shots
 from ...errors import UserError
@@ -55,13 +59,45 @@ def attack_examples(examples: list[Example], shots: int, seed: int, allow_repeat
 
 
 def finetune(model, tokenizer, examples: list[Example], config: FinetuneConfig, work_dir) -> dict:
-    """Train `model` on `examples` (LoRA-wrapped if asked); returns {"model", "metrics", "trainer"}. Does not save."""
+    """Train `model` on `examples` (LoRA-wrapped if asked); returns {"model", "metrics", "trainer"}. Does not
+    save the final model (intermediate ones, with `save_at_examples`, go to WORK/at-N)."""
     seed_everything(config.seed)
     fmt = PromptFormat(tokenizer, config.format, config.max_length)
     dataset = encode_examples(examples, fmt, train_on=config.train_on, name=config.data or "data")
     if config.lora:
         model = apply_lora(model, config)
-    return train_rows(model, tokenizer, dataset, config, work_dir)
+    callbacks = [SaveAtExamples(sorted(set(config.save_at_examples)), len(dataset), tokenizer, work_dir)] \
+        if getattr(config, "save_at_examples", None) else []
+    return train_rows(model, tokenizer, dataset, config, work_dir, callbacks=callbacks)
+
+
+class SaveAtExamples(TrainerCallback):
+    """Saves the model once `n` training examples have been seen, for each n (plain checkpoints; LoRA
+    adapters are saved merged into a copy, the training model is left as it is)."""
+
+    def __init__(self, counts: list[int], rows: int, tokenizer, work_dir):
+        self.pending, self.rows, self.tokenizer, self.work_dir = list(counts), rows, tokenizer, Path(work_dir)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        from ...utils import is_main_process
+
+        seen = round((state.epoch or 0) * self.rows)  # fractional epochs done x rows per epoch
+        while self.pending and seen >= self.pending[0]:
+            count = self.pending.pop(0)
+            if is_main_process():
+                save_copy(model, self.tokenizer, self.work_dir / f"at-{count}")
+        return control
+
+
+def save_copy(model, tokenizer, folder: Path) -> None:
+    """A plain checkpoint of `model` as it is now, without changing it (LoRA merged into a copy)."""
+    import copy
+
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        model = copy.deepcopy(model).merge_and_unload()
+    save_model(model, tokenizer, folder)
 
 
 def run_finetune(config: FinetuneConfig, examples: list[Example] | None = None, model=None,
