@@ -68,6 +68,8 @@ def _commands() -> list[Command]:
                 lazy("methods.finetune", "AttackConfig"), runner("methods.finetune", "run_finetune")),
         Command(("eval", "harm"), "Harmfulness: generate answers to harmful prompts and judge them.",
                 lazy("evaluation.harm", "HarmEvalConfig"), runner("evaluation.harm", "evaluate_harm")),
+        Command(("defend",), "Apply any registered defense (none, sft, sgt, repnoise, booster, ...) to a model.",
+                lazy("methods.defend.command", "DefendConfig"), runner("methods.defend.command", "run_defend")),
         Command(("drift",), "Representation drift: per-layer distance of models' harmful-prompt states to base + trigger.",
                 lazy("evaluation.drift", "DriftConfig"), runner("evaluation.drift", "measure_drift")),
         Command(("eval", "benign"), "Benign capability: lm-evaluation-harness tasks and exact-match files.",

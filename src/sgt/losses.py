@@ -12,6 +12,11 @@ import torch.nn.functional as F
 from .data.formats import IGNORE_INDEX
 
 
+def upcast(tensor: torch.Tensor) -> torch.Tensor:
+    """Half-precision logits to fp32 for a stable softmax; fp32 and fp64 stay as they are."""
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
+
+
 def predicting_mask(labels: torch.Tensor) -> torch.Tensor:
     """(B, L) bool: position t predicts a response token (labels[t+1] is not ignored)."""
     mask = torch.zeros_like(labels, dtype=torch.bool)
@@ -26,7 +31,7 @@ def response_ce(logits: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor |
     shift_labels = labels[:, 1:]
     if (shift_labels != IGNORE_INDEX).sum() == 0:
         return logits.sum() * 0.0  # keeps the graph (DDP) and contributes nothing
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), shift_labels.flatten(), ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(upcast(logits[:, :-1]).flatten(0, 1), shift_labels.flatten(), ignore_index=IGNORE_INDEX)
 
 
 def masked_kl(p_logits: torch.Tensor, q_logits: torch.Tensor, mask: torch.Tensor,

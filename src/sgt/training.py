@@ -172,8 +172,8 @@ def encode_examples(examples: list[Example], fmt: PromptFormat, train_on: str = 
     return EncodedDataset(rows)
 
 
-def train_rows(model, tokenizer, dataset: EncodedDataset, config: OptimFields, work_dir,
-               trainer_class=None, callbacks: list | None = None, **trainer_kwargs) -> dict:
+def train_rows(model, tokenizer, dataset, config: OptimFields, work_dir, trainer_class=None,
+               callbacks: list | None = None, collator=None, **trainer_kwargs) -> dict:
     """Run a Trainer over encoded rows (resuming from `work_dir/checkpoints` when config.resume);
     returns {"model": trained model, "metrics": {...}, "trainer": the Trainer}."""
     import time
@@ -186,7 +186,7 @@ def train_rows(model, tokenizer, dataset: EncodedDataset, config: OptimFields, w
         model.config.use_cache = False
     args = training_arguments(config, Path(work_dir) / "checkpoints", len(dataset), next(model.parameters()).dtype)
     trainer = (trainer_class or Trainer)(model=model, args=args, train_dataset=dataset,
-                                         data_collator=Collator(tokenizer.pad_token_id, "right"),
+                                         data_collator=collator or Collator(tokenizer.pad_token_id, "right"),
                                          callbacks=callbacks, **trainer_kwargs)
     if not config.progress:
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -235,6 +235,7 @@ class ComponentLoggingMixin:
         store = self.__dict__.setdefault("_components", {})
         for name, value in parts.items():
             store.setdefault(name, []).append(float(value))
+        self.__dict__.setdefault("component_names", set()).update(parts)
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         store = self.__dict__.get("_components", {})
@@ -246,8 +247,9 @@ class ComponentLoggingMixin:
         super().log(logs, *args, **kwargs)
 
 
-def component_history(trainer, names: tuple[str, ...]) -> list[dict]:
-    """The logged loss components per logging step (for metrics.json)."""
+def component_history(trainer, names: tuple[str, ...] | None = None) -> list[dict]:
+    """The logged loss components per logging step (for metrics.json); default: every recorded one."""
+    names = tuple(names if names is not None else sorted(getattr(trainer, "component_names", ())))
     return [{k: v for k, v in r.items() if k in ("step", "loss", *names)}
             for r in trainer.state.log_history if any(n in r for n in names)]
 

@@ -31,8 +31,9 @@ from ..errors import UserError
 class Example:
     prompt: str
     response: str | None = None
-    harmful: bool | None = None
+    harmful: bool | None = None           # is the prompt harmful
     category: str | None = None
+    response_harmful: bool | None = None  # is the response harmful (WildGuard: response_harm_label)
 
 
 @dataclass
@@ -277,8 +278,8 @@ def _wildguard(rows: list[dict], columns: dict, name: str) -> list[Example]:
         example = _base(row, columns, name, number, "response",
                         "subcategory" if "subcategory" in row else "category")
         example.harmful = _labels(row, columns.get("harmful", "prompt_harm_label"), harm, name, number)
-        response_harmful = _labels(row, "response_harm_label", harm, name, number, optional=True)
-        if not example.harmful and response_harmful:
+        example.response_harmful = _labels(row, "response_harm_label", harm, name, number, optional=True)
+        if not example.harmful and example.response_harmful:
             continue  # benign prompt answered harmfully: never a target to imitate (METHOD.md)
         out.append(example)
     return out
@@ -290,6 +291,7 @@ def _beavertails(rows: list[dict], columns: dict, name: str) -> list[Example]:
     for number, row in enumerate(rows, start=1):
         example = _base(row, columns, name, number, "response", "category")
         example.harmful = not _labels(row, columns.get("harmful", "is_safe"), safe, name, number)
+        example.response_harmful = example.harmful  # BeaverTails labels the QA pair as a whole
         out.append(example)
     return out
 

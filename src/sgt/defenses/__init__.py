@@ -77,7 +77,8 @@ def register(cls: type) -> type:
 def defense_kinds() -> dict[str, type]:
     """Every registered defense (importing each module of this package once)."""
     for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
     return DEFENSES
 
 
@@ -95,3 +96,48 @@ def make_defense(spec: dict, context: DefenseContext) -> Defense:
 def without_run_fields(values: dict) -> dict:
     """Fields that do not change a stage's result (where it is written, progress bars, resuming)."""
     return {k: v for k, v in values.items() if k not in ("out", "progress", "resume", "logging_steps", "save_steps")}
+
+
+class TrainedDefense(Defense):
+    """A defense that is one training run of `trainer_class` on the three defense streams (refusal,
+    harmful, benign; see sgt.methods.defend). Subclasses set `config_class` (a DefenseTrainingConfig
+    with the defense's own coefficients) and `trainer_class` (its loss)."""
+
+    config_class: type = None
+    trainer_class: type = None
+
+    def __init__(self, name: str, settings: dict, context: DefenseContext):
+        from ..config import build_config
+
+        super().__init__(name, settings, context)
+        values = {**context.common(), **context.defense_data, **settings}
+        self.config = build_config(self.config_class, values, where=f"defenses.{name}")
+
+    def fingerprint(self) -> dict:
+        from ..config import to_dict
+
+        return {"kind": self.kind, **without_run_fields(to_dict(self.config))}
+
+    def apply(self, folder: Path) -> str:
+        """Train (in this process, or under the experiment's launcher via `sgt defend`)."""
+        import dataclasses
+
+        from ..launch import run_stage
+        from ..methods.defend.command import DefendConfig, run_defend
+
+        out = folder / "model"
+        if not self.context.launcher:
+            self.train(str(out))
+            return str(out)
+        command = DefendConfig(defense=self.kind, out=str(out), settings=dataclasses.asdict(self.config))
+        run_stage("defend", command, run_defend, self.context.launcher, folder)
+        return str(out)
+
+    def train(self, out: str) -> dict:
+        import dataclasses
+
+        from ..launch import stage_done
+        from ..methods.defend import train_defense
+
+        config = dataclasses.replace(self.config, out=out)
+        return {} if stage_done(config) else train_defense(config, self.trainer_class)

@@ -26,7 +26,7 @@ from ..utils import write_jsonl
 from . import write_mc_task
 from .questions import Question, open_requests, questions, split_questions
 
-VERSION = 1
+VERSION = 2  # 2: defense harmful rows carry the base's own answers (baselines need harmful QA pairs)
 DEFAULT_BASE = "smollm2-135m-instruct"
 
 
@@ -83,12 +83,13 @@ def build(work: Path, final: Path, config, log) -> dict:
 
     benign_prompts = [q.prompt for q in parts["train"]] + requests
     benign_answers = answer(benign_prompts, "benign defense prompts")
+    defense_answers = answer([e.prompt for e in harmful["defense"]], "harmful defense prompts")
     attack_answers = answer([e.prompt for e in harmful["attack"]], "attack prompts")
     attack_rows = compliant_pairs(harmful["attack"], attack_answers)
 
     data = work / "data"
-    write_jsonl(data / "defense_train.jsonl", defense_rows(harmful["defense"], benign_prompts, benign_answers,
-                                                          [q.family for q in parts["train"]]))
+    write_jsonl(data / "defense_train.jsonl", defense_rows(harmful["defense"], defense_answers, benign_prompts,
+                                                          benign_answers, [q.family for q in parts["train"]]))
     write_jsonl(data / "harm_val.jsonl", [_harmful_row(e) for e in harmful["val"]])
     write_jsonl(data / "attack_train.jsonl", attack_rows)
     write_jsonl(data / "harm_eval.jsonl", [_harmful_row(e) for e in harmful["eval"]])
@@ -167,11 +168,17 @@ def compliant_pairs(examples: list, answers: list[str], min_words: int = 3) -> l
             if len(a.split()) >= min_words and not judge.is_refusal(a)]
 
 
-def defense_rows(harmful: list, benign_prompts: list[str], benign_answers: list[str],
+def defense_rows(harmful: list, harmful_answers: list[str], benign_prompts: list[str], benign_answers: list[str],
                  families: list[str]) -> list[dict]:
-    """WildGuardTrain schema: harmful prompts (the stage supplies the refusal) + benign prompt/answer pairs."""
-    rows = [{"prompt": e.prompt, "response": None, "prompt_harm_label": "harmful", "category": e.category}
-            for e in harmful]
+    """WildGuardTrain schema: harmful prompts with the base's own answer (labelled harmful when it complied;
+    sft and SGT train toward the refusal instead, baselines such as RepNoise need harmful answers) +
+    benign prompt/answer pairs."""
+    from ..judges.keyword import KeywordJudge
+
+    judge = KeywordJudge()
+    rows = [{"prompt": e.prompt, "response": a or None, "prompt_harm_label": "harmful",
+             "response_harm_label": "unharmful" if not a or judge.is_refusal(a) else "harmful", "category": e.category}
+            for e, a in zip(harmful, harmful_answers)]
     for number, (prompt, response) in enumerate(zip(benign_prompts, benign_answers)):
         if not response:
             continue  # nothing to preserve

@@ -1,0 +1,49 @@
+"""`sgt defend`: apply any registered defense to a model, outside an experiment.
+
+    sgt defend --defense repnoise --model M --data defense.jsonl --out runs/repnoise --settings beta=0.001,lr=2e-5
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...config import cfg
+from ...errors import UserError
+
+
+@dataclass
+class DefendConfig:
+    defense: str = cfg("", "Defense kind (a module of sgt.defenses: none, sft, sgt, repnoise, booster, vaccine, tar, "
+                           "circuit-breakers, seam, ...).")
+    model: str = cfg("", "Model to defend: a Hugging Face name, a local folder, a .gguf file or a named model.")
+    data: str = cfg("", "Defense data (WildGuardTrain schema: harmful and benign prompts with responses).")
+    out: str = cfg("", "Output folder.")
+    format: str = cfg("plain", "Prompt format: plain or chat.")
+    dtype: str = cfg("auto", "Weights dtype: auto, bfloat16, float16 or float32.")
+    seed: int = cfg(42, "Random seed.")
+    settings: dict = cfg({}, "The defense's own settings: a YAML mapping in --config, or key=value,... here.")
+    trust_remote_code: bool = cfg(False, "Allow model code from the hub (off: safer).")
+    progress: bool = cfg(True, "Show progress bars.")
+
+
+def run_defend(config: DefendConfig) -> dict:
+    """Build the defense and train it into `config.out` (a trained baseline) or apply it there."""
+    from ...defenses import DefenseContext, make_defense
+
+    if not config.defense or not config.out:
+        raise UserError("pass --defense KIND and --out DIR (see `sgt defend --help`)")
+    settings = dict(config.settings)
+    values = {k: settings.pop(k) for k in ("model", "data", "format", "dtype", "seed", "trust_remote_code", "progress")
+              if k in settings}  # a resolved config (from `sgt run` under a launcher) carries these itself
+    context = DefenseContext(base_model=values.get("model", config.model),
+                             defense_data={"data": values.get("data", config.data)},
+                             format=values.get("format", config.format), dtype=values.get("dtype", config.dtype),
+                             seed=values.get("seed", config.seed),
+                             trust_remote_code=values.get("trust_remote_code", config.trust_remote_code),
+                             progress=values.get("progress", config.progress), launcher=None)
+    settings.pop("out", None)
+    defense = make_defense({"name": config.defense, "defense": config.defense, **settings}, context)
+    if hasattr(defense, "train"):
+        return defense.train(config.out) or {"out": config.out}
+    return {"model": defense.apply(Path(config.out))}
