@@ -313,3 +313,57 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(toy_micro, tmp_pa
     straight = load_model(str(tmp_path / "straight"), "float32").state_dict()
     resumed = load_model(str(tmp_path / "resumed"), "float32").state_dict()
     assert all(torch.allclose(straight[k], resumed[k], atol=1e-6) for k in straight)
+
+
+def test_anchor_at_simulated_attack_weights_is_first_order(toy_tokenizer, tmp_path):
+    """attack_steps: the gradient added is the attract term's gradient at the attacked weights (computed here
+    by attacking a copy by hand); the weights and earlier gradients are restored."""
+    import copy
+
+    from sgt.data.collate import Collator
+    from sgt.methods.align import AlignConfig, AlignmentTrainer, alignment_loss, position_mask
+    from sgt.training import EncodedDataset, training_arguments
+
+    model = make_tiny_model(toy_tokenizer, layers=2, seed=7).train()
+    teacher = copy.deepcopy(model).eval()
+    config = AlignConfig(model="m", trigger="t", out="o", attack_steps=2, attack_lr=1e-2, attack_weight=3.0,
+                         batch_size=2, grad_accum=1, repel="none")
+    fmt = PromptFormat(toy_tokenizer, "plain")
+    attack_rows = [fmt.encode(p, "Sure, here is how.").as_dict() for p in HARMFUL]
+    dataset = EncodedDataset([])
+    dataset.attack_rows = attack_rows
+    trigger = SafetyTrigger(model.config.hidden_size, 2, tied=False, init_std=0.3)
+    trainer = AlignmentTrainer(model=model, args=training_arguments(config, tmp_path, 2, torch.float32),
+                               train_dataset=dataset, data_collator=Collator(toy_tokenizer.pad_token_id),
+                               trigger=trigger, align=config, layers=[1, 2], teacher=teacher)
+    inputs = batch_of(toy_tokenizer, [(p, None, True) for p in HARMFUL])
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.ones_like(p)  # gradients accumulated before: must be kept
+    before = [p.detach().clone() for p in params]
+    reference = copy.deepcopy(model)
+    trainer._attack_rng = __import__("random").Random(0)
+    expected_rng = __import__("random").Random(0)
+    draws = [[attack_rows[expected_rng.randrange(2)] for _ in range(2)] for _ in range(2)]
+    attract = trainer.anchor_after_attack(model, inputs)
+    assert all(torch.equal(p, b) for p, b in zip(params, before))
+
+    ref_params = [p for p in reference.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(ref_params, lr=1e-2)
+    for rows in draws:
+        batch = pad_batch(rows, toy_tokenizer.pad_token_id, "right")
+        optimizer.zero_grad()
+        logits = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        token_ce(logits, batch["labels"], [True, True]).backward()
+        optimizer.step()
+    with torch.no_grad():
+        teacher_states = trainer.teacher_states(reference, inputs["input_ids"], inputs["attention_mask"],
+                                                inputs["trigger_pos"])
+    out = reference(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], output_hidden_states=True)
+    aligned = position_mask(inputs["labels"], inputs["attention_mask"], "predicting")
+    expected_attract, _ = alignment_loss([out.hidden_states[i] for i in (1, 2)], teacher_states, aligned,
+                                         inputs["harmful"], config)
+    expected = torch.autograd.grad(expected_attract, ref_params, allow_unused=True)
+    assert float(attract) == pytest.approx(float(expected_attract), rel=1e-5)
+    for p, g in zip(params, expected):
+        assert torch.allclose(p.grad, 1 + 3.0 * (g if g is not None else 0), rtol=1e-4, atol=1e-6)

@@ -47,6 +47,12 @@ class AlignConfig(HeldOutFields, OptimFields, LoraFields, DataFields):
     harmful_ce_weight: float = cfg(0.0, "Weight of cross-entropy toward the refusal on harmful rows (0: reference).")
     teacher_embeddings: str = cfg("frozen", "Embedding table the teacher reads its input through: frozen (the initial "
                                             "model's) or student (the model being trained, as the reference code did).")
+    attack_steps: int = cfg(0, "Anchor at simulated-attack weights (not in the reference; 0: off): each step also "
+                               "runs K steps of harmful fine-tuning from the current weights and adds the gradient of "
+                               "the attract term measured there (first order), so the anchor is trained to survive "
+                               "the attack. Needs harmful prompts with harmful responses in the data.")
+    attack_lr: float = cfg(1e-4, "Learning rate of the simulated attack (AdamW, fresh every step).")
+    attack_weight: float = cfg(1.0, "Weight of the attract term at the attacked weights.")
     reference: bool = cfg(False, "Start from every setting of the reference code except its bugs (fields set "
                                  "explicitly still win); see README 'Differences from the reference code'.")
 
@@ -77,6 +83,7 @@ class AlignConfig(HeldOutFields, OptimFields, LoraFields, DataFields):
              f"teacher_embeddings must be frozen or student, got {self.teacher_embeddings!r}"),
             (0 <= self.harm_ratio <= 1, f"harm_ratio must be in [0, 1], got {self.harm_ratio}"),
             (self.rows is None or self.rows > 0, f"rows must be positive, got {self.rows}"),
+            (self.attack_steps >= 0, f"attack_steps must be 0 or more, got {self.attack_steps}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -22,11 +22,14 @@ decoder only (no LM head), on the accelerator's device.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import random
 from contextlib import nullcontext
 
 import torch
 from transformers import Trainer
 
+from ...data.collate import pad_batch
 from ...data.formats import PromptFormat
 from ...data.sources import Example, load_data, sample_mix
 from ...errors import UserError
@@ -197,6 +200,57 @@ class AlignmentTrainer(ComponentLoggingMixin, Trainer):
         self._record(parts)
         return (loss, outputs) if return_outputs else loss
 
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.align.attack_steps and inputs["harmful"].any():
+            self._record({"attract_after_attack": self.anchor_after_attack(model, self._prepare_inputs(inputs))})
+        return loss
+
+    def anchor_after_attack(self, model, inputs: dict) -> torch.Tensor:
+        """Add the gradient of the attract term measured after a simulated attack (first order: taken at
+        the attacked weights, applied to the current ones); the weights and gradients so far are restored."""
+        if self.args.world_size > 1:
+            raise UserError("stage-2 attack_steps computes gradients by hand and runs in one process")
+        params = [p for p in model.parameters() if p.requires_grad]
+        saved = [p.detach().clone() for p in params]
+        accumulated = [None if p.grad is None else p.grad.clone() for p in params]
+        attacker = torch.optim.AdamW(params, lr=self.align.attack_lr)
+        for batch in self.attack_batches():
+            attacker.zero_grad(set_to_none=True)
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+            response_ce(out.logits, batch["labels"]).backward()
+            attacker.step()
+        ids, mask, labels, harmful = inputs["input_ids"], inputs["attention_mask"], inputs["labels"], inputs["harmful"]
+        teacher = self.teacher_states(model, ids, mask, inputs["trigger_pos"])
+        outputs = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
+        aligned = position_mask(labels, mask, self.align.positions) & harmful.unsqueeze(1)
+        attract, _ = alignment_loss([outputs.hidden_states[layer] for layer in self.layers], teacher, aligned,
+                                    harmful, dataclasses.replace(self.align, repel="none"))
+        grads = torch.autograd.grad(attract, params, allow_unused=True)
+        scale = self.align.attack_weight / getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
+        with torch.no_grad():
+            for p, s, g, extra in zip(params, saved, accumulated, grads):
+                p.copy_(s)
+                p.grad = g
+                if extra is not None:
+                    p.grad = extra * scale if p.grad is None else p.grad + extra * scale
+        return attract.detach()
+
+    def attack_batches(self) -> list[dict]:
+        """`attack_steps` batches of harmful prompt + harmful answer rows (seeded draws)."""
+        rows = self.train_dataset.attack_rows
+        if not rows:
+            raise UserError("attack_steps needs harmful prompts with harmful responses in the alignment data "
+                            "(WildGuard: response_harm_label=harmful)")
+        rng = self.__dict__.setdefault("_attack_rng", random.Random(self.args.seed))
+        size = self.args.per_device_train_batch_size
+        batches = []
+        for _ in range(self.align.attack_steps):
+            picked = [rows[rng.randrange(len(rows))] for _ in range(size)]
+            batch = pad_batch(picked, self.data_collator.pad_id, "right")
+            batches.append({k: v.to(self.args.device) for k, v in batch.items()})
+        return batches
+
 
 # ---------------------------------------------------------------------------------------------
 # Data and the command
@@ -204,7 +258,8 @@ class AlignmentTrainer(ComponentLoggingMixin, Trainer):
 
 
 def stage2_rows(examples: list[Example], fmt: PromptFormat, refusal: str) -> EncodedDataset:
-    """prompt + target rows: the refusal for harmful prompts, the dataset's answer for benign ones."""
+    """prompt + target rows: the refusal for harmful prompts, the dataset's answer for benign ones. The
+    harmful prompts with harmful answers ride along as `attack_rows` (for attack_steps)."""
     rows = []
     for number, e in enumerate(examples, start=1):
         target = refusal if e.harmful else e.response
@@ -215,7 +270,10 @@ def stage2_rows(examples: list[Example], fmt: PromptFormat, refusal: str) -> Enc
         rows.append(encoded)
     if not rows:
         raise UserError("no usable alignment rows: the data needs harmful prompts and benign prompts with responses")
-    return EncodedDataset(rows)
+    dataset = EncodedDataset(rows)
+    dataset.attack_rows = [fmt.encode(e.prompt, e.response).as_dict() for e in examples
+                           if e.harmful and e.response and e.response_harmful]
+    return dataset
 
 
 def align_model(config: AlignConfig, model=None, tokenizer=None, examples: list[Example] | None = None,

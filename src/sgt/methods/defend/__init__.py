@@ -175,7 +175,7 @@ class GradientDefenseTrainer(DefenseTrainer):
         model.train()
         inputs = self._prepare_inputs(inputs)
         grads, parts = self.gradients(model, inputs)
-        scale = 1.0 / self.current_gradient_accumulation_steps
+        scale = 1.0 / getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
         for p, g in zip(self.trainable(), grads):
             if g is None:
                 continue
