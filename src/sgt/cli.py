@@ -69,7 +69,7 @@ def _commands() -> list[Command]:
         Command(("eval", "harm"), "Harmfulness: generate answers to harmful prompts and judge them.",
                 lazy("evaluation.harm", "HarmEvalConfig"), runner("evaluation.harm", "evaluate_harm")),
         Command(("defend",), "Apply any registered defense (none, sft, sgt, repnoise, booster, ...) to a model.",
-                lazy("methods.defend.command", "DefendConfig"), runner("methods.defend.command", "run_defend")),
+                lazy("defenses.defend", "DefendConfig"), runner("defenses.defend", "run_defend")),
         Command(("drift",), "Representation drift: per-layer distance of models' harmful-prompt states to base + trigger.",
                 lazy("evaluation.drift", "DriftConfig"), runner("evaluation.drift", "measure_drift")),
         Command(("eval", "benign"), "Benign capability: lm-evaluation-harness tasks and exact-match files.",

@@ -123,7 +123,7 @@ class TrainedDefense(Defense):
         import dataclasses
 
         from ..launch import run_stage
-        from ..methods.defend.command import DefendConfig, run_defend
+        from .defend import DefendConfig, run_defend
 
         out = folder / "model"
         if not self.context.launcher:

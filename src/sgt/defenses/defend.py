@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...config import cfg
-from ...errors import UserError
+from ..config import cfg
+from ..errors import UserError
 
 
 @dataclass
@@ -29,7 +29,7 @@ class DefendConfig:
 
 def run_defend(config: DefendConfig) -> dict:
     """Build the defense and train it into `config.out` (a trained baseline) or apply it there."""
-    from ...defenses import DefenseContext, make_defense
+    from . import DefenseContext, make_defense
 
     if not config.defense or not config.out:
         raise UserError("pass --defense KIND and --out DIR (see `sgt defend --help`)")
