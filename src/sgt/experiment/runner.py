@@ -147,6 +147,10 @@ class Experiment:
         g = r.attack
         lines.append(f"  attack grid: {len(self.cells)} cells per defense = kind {g.kind} x shots {g.shots} x lr "
                      f"{g.lr} x epochs {g.epochs} x lora {g.lora} x seeds {g.seeds}")
+        if g.search.trials:
+            lines.append(f"  searched attacker: {g.search.trials} trials per defense at a budget of {g.search.shots} "
+                         f"examples (lr {g.search.lr}, epochs {g.search.epochs}, batch {g.search.batch_size}, "
+                         f"LoRA {g.search.lora})")
         total = len(self.defenses) * (len(self.cells) + 1)
         done = len(list(self.out.glob("defenses/*/result.json")) + list(self.out.glob("attacks/*/*/result.json")))
         lines.append(f"  evaluations: {total} ({done} already done)")
