@@ -138,7 +138,7 @@ def test_changed_config_is_refused_unless_forced(finished_run, toy_micro):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("defenses=[{name: vaccine}]", "unknown defense 'vaccine'"),
+    ("defenses=[{name: magic}]", "unknown defense 'magic'"),
     ("eval.harm.judge=oracle", "unknown judge 'oracle'"),
     ("eval.harm.judge_options={colour: red}", "unknown judge_options (keyword) field(s): colour"),
     ("attack.settings={learning_rat: 1}", "unknown attack.settings field(s): learning_rat"),
@@ -266,3 +266,21 @@ def test_search_objective_penalises_lost_capability():
     assert objective_value(0.9, 0.85, 1.0, 0.8) == 0.9
     assert objective_value(1.0, 0.5, 1.0, 0.8) == 0.0  # wrecked the model: below any valid attack
     assert objective_value(None, 0.9, 1.0, 0.8) == -1.0
+
+
+def test_extra_grids_and_unattacked_defenses(toy_micro, tmp_path):
+    from sgt.experiment.plan import grid_cells
+
+    config = load_experiment(MICRO, micro_overrides(toy_micro, "attack.extra=[{lr: [3.0e-4], lora: [true]}, {shots: [4]}]",
+                                                    "defenses=[{name: none, attacked: false}, {name: sft}]"))
+    cells = grid_cells(config.attack)
+    assert [(c.shots, c.lr, c.lora) for c in cells] == [(4, 1e-3, False), (16, 1e-3, False), (4, 3e-4, True),
+                                                         (16, 3e-4, True)]  # {shots: [4]} repeats a cell: once
+    code, out, err = run_cli("run", MICRO, "--out", str(tmp_path / "x"), "--dry-run", *set_args(micro_overrides(
+        toy_micro, "attack.extra=[{lr: [3.0e-4], lora: [true]}]", "defenses=[{name: none, attacked: false}, {name: sft}]")))
+    assert code == 0, err
+    assert "none: base model as is (not attacked)" in out and "evaluations: 6 " in out  # 1 + (1 + 4)
+    assert "+ {'lr': [0.0003], 'lora': [True]}" in out
+    code, _, err = run_cli("run", MICRO, "--out", str(tmp_path / "y"), *set_args(micro_overrides(
+        toy_micro, "attack.extra=[{learning_rate: [1]}]")))
+    assert code == 2 and "attack.extra entries are partial grids" in err

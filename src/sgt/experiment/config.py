@@ -46,6 +46,8 @@ class AttackGrid:
     lora: list[bool] = cfg([False], "Full fine-tuning (false) and/or LoRA (true).")
     seeds: list[int] = cfg([0], "Attack seeds (data sample and training order); results are averaged over seeds.")
     settings: dict = cfg({}, "Other `sgt attack` fields shared by every cell (batch_size, max_length, lora_r, ...).")
+    extra: list[dict] = cfg([], "More cells: partial grids whose missing keys come from this one, e.g. "
+                                "[{lr: [3.0e-4], lora: [true]}] adds LoRA attacks at a LoRA-sized learning rate.")
     kinds: dict = cfg({}, "Settings of one kind only: {kind: {field: value}} (added to `settings` for that kind).")
     search: SearchSettings = cfg(SearchSettings(), "The adaptive attacker: an Optuna TPE search per defense over "
                                                    "lr, epochs, batch size and LoRA rank at a fixed budget.")
@@ -59,7 +61,12 @@ class AttackGrid:
             bad = [v for v in values if not ok(v)]
             if bad:
                 raise UserError(f"attack.{name} must be positive, got {bad}")
-        unknown = set(self.kinds) - set(self.kind)
+        for part in self.extra:
+            wrong = set(part) - {"kind", "shots", "lr", "epochs", "lora", "seeds"}
+            if wrong or not all(isinstance(v, list) and v for v in part.values()):
+                raise UserError(f"attack.extra entries are partial grids of non-empty lists over kind, shots, lr, "
+                                f"epochs, lora, seeds; got {part}")
+        unknown = set(self.kinds) - set(self.kind) - {k for part in self.extra for k in part.get("kind", [])}
         if unknown:
             raise UserError(f"attack.kinds has settings for {sorted(unknown)}, which attack.kind does not list")
 
@@ -98,8 +105,9 @@ class ExperimentConfig:
                                        "every attack cell runs on each copy, and the report shows the mean and the "
                                        "min-max over copies.")
     defenses: list[dict] = cfg([{"name": "none"}, {"name": "sft"}, {"name": "sgt"}],
-                               "Defenses: a list of {name, defense (kind, default = name), ...settings} "
-                               "(kinds: modules of sgt.defenses).")
+                               "Defenses: a list of {name, defense (kind, default = name), attacked (default "
+                               "true; false: evaluated before attack only), ...settings} (kinds: modules of "
+                               "sgt.defenses).")
     attack: AttackGrid = cfg(AttackGrid(), "The attack grid: every defended model is attacked by every cell.")
     eval: EvalSettings = cfg(EvalSettings(), "Evaluation of every defended and attacked model.")
     report: ReportSettings = cfg(ReportSettings(), "Report settings.")
@@ -111,6 +119,9 @@ class ExperimentConfig:
     def __post_init__(self):
         if not self.defenses:
             raise UserError("no defenses: list at least one under `defenses:` (none, sft, sgt)")
+        for spec in self.defenses:
+            if not isinstance(spec.get("attacked", True), bool):
+                raise UserError(f"defenses: `attacked` must be true or false, got {spec['attacked']!r}")
         names = [defense_name(d) for d in self.defenses]
         if len(set(names)) != len(names):
             raise UserError(f"defense names must be unique, got {names}; give each a `name:`")

@@ -32,10 +32,20 @@ class Cell:
         return f"{kind}lr={self.lr:g}, ep={self.epochs:g}, {'LoRA' if self.lora else 'full'}"
 
 
+GRID_KEYS = ("kind", "shots", "lr", "epochs", "lora", "seeds")
+
+
 def grid_cells(grid: AttackGrid) -> list[Cell]:
-    return [Cell(str(k), int(s), float(lr), float(e), bool(lo), int(seed))
-            for k, s, lr, e, lo, seed in itertools.product(grid.kind, grid.shots, grid.lr, grid.epochs, grid.lora,
-                                                           grid.seeds)]
+    """The product of the grid's values, then of each `extra` grid (its missing keys from the main one);
+    a cell listed twice runs once."""
+    cells = []
+    for part in [{}, *grid.extra]:
+        values = [part.get(key, getattr(grid, key)) for key in GRID_KEYS]
+        for k, s, lr, e, lo, seed in itertools.product(*values):
+            cell = Cell(str(k), int(s), float(lr), float(e), bool(lo), int(seed))
+            if cell not in cells:
+                cells.append(cell)
+    return cells
 
 
 def fingerprint(data) -> str:

@@ -50,8 +50,10 @@ class Experiment:
                 context = DefenseContext(base_model=r.model, defense_data=to_dict(r.data.defense), format=r.format,
                                          dtype=r.dtype, seed=seed, trust_remote_code=r.trust_remote_code,
                                          progress=r.progress, launcher=r.launcher or None)
-                defense = self._check(make_defense, {**spec, "name": copy}, context)
+                settings = {k: v for k, v in spec.items() if k != "attacked"}
+                defense = self._check(make_defense, {**settings, "name": copy}, context)
                 if defense is not None:
+                    defense.attacked = spec.get("attacked", True)
                     self.defenses.append(defense)
         self.attack_context = AttackContext(attack_data=to_dict(r.data.attack), benign_data=r.data.benign.data,
                                             format=r.format, dtype=r.dtype, trust_remote_code=r.trust_remote_code,
@@ -143,15 +145,16 @@ class Experiment:
                      f"benign: exact_match={b.exact_match}, tasks={b.tasks or '-'}; drift: {r.eval.drift.trigger or 'off'}")
         lines.append("  defenses:")
         for defense in self.defenses:
-            lines.append(f"    - {defense.name}: {defense.summary}")
+            lines.append(f"    - {defense.name}: {defense.summary}" + ("" if defense.attacked else " (not attacked)"))
         g = r.attack
         lines.append(f"  attack grid: {len(self.cells)} cells per defense = kind {g.kind} x shots {g.shots} x lr "
-                     f"{g.lr} x epochs {g.epochs} x lora {g.lora} x seeds {g.seeds}")
+                     f"{g.lr} x epochs {g.epochs} x lora {g.lora} x seeds {g.seeds}"
+                     + "".join(f" + {part}" for part in g.extra))
         if g.search.trials:
             lines.append(f"  searched attacker: {g.search.trials} trials per defense at a budget of {g.search.shots} "
                          f"examples (lr {g.search.lr}, epochs {g.search.epochs}, batch {g.search.batch_size}, "
                          f"LoRA {g.search.lora})")
-        total = len(self.defenses) * (len(self.cells) + 1)
+        total = sum(1 + len(self.cells) * d.attacked for d in self.defenses)
         done = len(list(self.out.glob("defenses/*/result.json")) + list(self.out.glob("attacks/*/*/result.json")))
         lines.append(f"  evaluations: {total} ({done} already done)")
         return "\n".join(lines)
@@ -185,7 +188,7 @@ class Experiment:
         # Every defense first: the drift probe may need a defense's trigger before any evaluation.
         model_dirs = {d.name: self._defended_model(d, self.out / "defenses" / d.name) for d in self.defenses}
         evaluator.prepare_drift()
-        total = len(self.defenses) * (len(self.cells) + 1)
+        total = sum(1 + len(self.cells) * d.attacked for d in self.defenses)
         step = 0
         for defense in self.defenses:
             model_dir = model_dirs[defense.name]
@@ -193,7 +196,7 @@ class Experiment:
             step += 1
             self._cell(self.out / "defenses" / defense.name, base_key, f"[{step}/{total}] {defense.name}, no attack",
                        lambda md=model_dir: evaluator.answer(md), evaluator)
-            for cell in self.cells:
+            for cell in self.cells if defense.attacked else []:
                 step += 1
                 cell_dir = self.out / "attacks" / defense.name / cell.id
                 attack = self.attacks[cell.kind]

@@ -178,7 +178,7 @@ def measure_base(model, tokenizer, folder: Path, progress: bool = False) -> dict
     from ...data.formats import PromptFormat
     from ...data.sources import read_local_rows
     from ...evaluation.benign import exact_match
-    from ...generate import generate
+    from ...generation import generate
     from ...judges.keyword import KeywordJudge
 
     benign = read_local_rows(folder / "data" / "benign_eval.jsonl")
