@@ -51,6 +51,7 @@ class Experiment:
                                          dtype=r.dtype, seed=seed, trust_remote_code=r.trust_remote_code,
                                          progress=r.progress, launcher=r.launcher or None)
                 settings = {k: v for k, v in spec.items() if k != "attacked"}
+                settings.setdefault("defense", defense_name(spec))  # the copy NAME@seedK is not a kind
                 defense = self._check(make_defense, {**settings, "name": copy}, context)
                 if defense is not None:
                     defense.attacked = spec.get("attacked", True)
