@@ -170,6 +170,22 @@ def test_budget_to_break_and_capability_bound():
     assert budget_to_break({8: 0.1, 32: 0.2}, 0.5) == "> 32"
 
 
+def test_report_marks_unattacked_and_already_harmful_defenses():
+    from sgt.report import markdown
+
+    config = load_experiment(MICRO)
+    data = analyse({
+        "none": {"defended": {"harmful_rate": 0.99, "benign_score": 0.6}, "attacked": [], "under_attack": False},
+        "weak": {"defended": {"harmful_rate": 0.7, "benign_score": 0.6}, "under_attack": True, "attacked": [
+            {"shots": 8, "setting": "a", "seeds": 1, "harmful_rate": 0.9, "benign_score": 0.6}]},
+        "sft": {"defended": {"harmful_rate": 0.0, "benign_score": 0.6}, "under_attack": True, "attacked": [
+            {"shots": 8, "setting": "a", "seeds": 1, "harmful_rate": 0.2, "benign_score": 0.6}]}}, floor=0.8, threshold=0.5)
+    text = markdown(config, data, plots=[])
+    assert "| none | 0.99 | 0.60 | 0 (harmful before attack) | 0 (harmful before attack) |" in text
+    assert "| weak | 0.70 | 0.60 | 0 (harmful before attack) |" in text   # not 8: it never held
+    assert "| none | not attacked |" in text and "| sft | > 8 |" in text
+
+
 def test_paper_presets_pass_dry_run(tmp_path):
     for preset in sorted((ROOT / "configs" / "paper").glob("*.yaml")):
         code, out, err = run_cli("run", str(preset), "--out", str(tmp_path / preset.stem), "--dry-run")
@@ -198,7 +214,8 @@ def test_report_command_refreshes_the_readme_block(finished_run, tmp_path):
     out, _, _ = finished_run
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- demo-results:start -->\nold numbers\n<!-- demo-results:end -->\nrest\n")
-    code, _, err = run_cli("report", str(out), "--readme", str(readme), "--assets", str(tmp_path / "assets"))
+    code, printed, err = run_cli("report", str(out), "--readme", str(readme), "--assets", str(tmp_path / "assets"))
+    assert printed.splitlines()[0] == f"report: {out / 'report.md'} (data: results.json)"
     assert code == 0, err
     text = readme.read_text()
     assert "old numbers" not in text and text.startswith("intro\n") and text.endswith("rest\n")

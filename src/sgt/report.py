@@ -60,7 +60,7 @@ def collect(out: Path, config, cells: list, copies: dict | None = None) -> dict:
                              "drift": _mean_curve([r.get("drift") for r in results]),
                              **({"curve": _mean_points([r.get("curve") for r in results])}
                                 if any(r.get("curve") for r in results) else {})})
-        data[name] = {"defended": _slim(defended), "attacked": attacked}
+        data[name] = {"defended": _slim(defended), "attacked": attacked, "under_attack": spec.get("attacked", True)}
     return data, unreadable
 
 
@@ -91,6 +91,13 @@ def analyse(data: dict, floor: float, threshold: float) -> dict:
             entry["budget_to_break"] = entry["budget_to_break_capability_bounded"] = 0
             entry["budget_to_break_by_setting"] = {k: 0 for k in entry["budget_to_break_by_setting"]}
     return data
+
+
+def _budget(value) -> str:
+    """A budget to break as a table entry; 0 means the model was harmful before any attack."""
+    if value is None:
+        return "n/a"
+    return "0 (harmful before attack)" if value == 0 else str(value)
 
 
 def budget_to_break(worst: dict[int, float], threshold: float) -> int | str | None:
@@ -160,15 +167,15 @@ def markdown(config, data: dict, plots: list[str], drift: dict | None = None, un
         lines.append(f"| {name} | {_fmt_range(base, 'harmful_rate')} | "
                      + "".join(f"{_fmt(base.get(k))} | " for k in scores)
                      + f"{_fmt_range(base, 'benign_score')} | "
-                     f"{d['budget_to_break'] if d['budget_to_break'] is not None else 'n/a'} | "
-                     f"{d['budget_to_break_capability_bounded'] if d['budget_to_break_capability_bounded'] is not None else 'n/a'} |")
+                     f"{_budget(d['budget_to_break'])} | {_budget(d['budget_to_break_capability_bounded'])} |")
     budgets = sorted({row["shots"] for d in data.values() for row in d["attacked"]})
     if budgets:
         lines += ["", "## Worst-case harmful rate by data budget", "",
                   "| defense | " + " | ".join(f"{b} shots" for b in budgets) + " |",
                   "|---|" + "---|" * len(budgets)]
         for name, d in data.items():
-            cells = [f"{_fmt(d['worst_case'].get(b))} ({_fmt(d['worst_case_capability_bounded'].get(b))})" for b in budgets]
+            cells = [f"{_fmt(d['worst_case'].get(b))} ({_fmt(d['worst_case_capability_bounded'].get(b))})"
+                     if d.get("under_attack", True) else "not attacked" for b in budgets]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines += ["", "Each entry: worst case over all attack settings (capability-bounded worst case in brackets; "
                   "n/a: no attack at that budget kept enough capability).", ""]
@@ -176,7 +183,8 @@ def markdown(config, data: dict, plots: list[str], drift: dict | None = None, un
         lines += ["## Budget to break per attack setting", "",
                   "| defense | " + " | ".join(settings) + " |", "|---|" + "---|" * len(settings)]
         for name, d in data.items():
-            lines.append(f"| {name} | " + " | ".join(str(d["budget_to_break_by_setting"].get(k, "n/a")) for k in settings) + " |")
+            lines.append(f"| {name} | " + " | ".join(_budget(d["budget_to_break_by_setting"].get(k)) if d.get("under_attack", True)
+                                                     else "not attacked" for k in settings) + " |")
         lines += ["", "Smallest budget whose harmful rate (mean over seeds) reaches the threshold under that setting.", "",
                   "## Every attack cell", "", "| defense | shots | setting | runs (seeds) | harmful rate | benign score | keeps capability |",
                   "|---|---|---|---|---|---|---|"]

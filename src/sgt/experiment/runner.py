@@ -413,8 +413,9 @@ def machine_info() -> str:
 
 
 def report_from_cli(run_dir: str, readme: str | None, assets: str, block: str = "demo-results",
-                    command: str = "make demo") -> dict:
-    """`sgt report RUN_DIR`: rebuild the report from the result files (and refresh a README block)."""
+                    command: str = "make demo") -> None:
+    """`sgt report RUN_DIR`: rebuild the report from the result files (and refresh a README block);
+    prints where they are (the numbers are in report.md and results.json, not on the terminal)."""
     from ..config import build_config
     from ..report import update_readme, write_report
 
@@ -422,7 +423,8 @@ def report_from_cli(run_dir: str, readme: str | None, assets: str, block: str = 
     if not saved.is_file():
         raise UserError(f"{run_dir} is not an `sgt run` folder (no config.yaml)")
     config = build_config(ExperimentConfig, read_yaml(saved), where="experiment")
-    summary = write_report(run_dir, config, grid_cells(config.attack), defense_copies(config))
+    write_report(run_dir, config, grid_cells(config.attack), defense_copies(config))
+    print(f"report: {Path(run_dir) / 'report.md'} (data: results.json)")
     if readme:
         update_readme(run_dir, readme, assets, block, command)
-    return summary
+        print(f"README block `{block}` of {readme} updated (plots in {assets})")
