@@ -315,3 +315,25 @@ def test_extra_grids_and_unattacked_defenses(toy_micro, tmp_path):
     code, _, err = run_cli("run", MICRO, "--out", str(tmp_path / "y"), *set_args(micro_overrides(
         toy_micro, "attack.extra=[{learning_rate: [1]}]")))
     assert code == 2 and "attack.extra entries are partial grids" in err
+
+
+def test_run_timing_adds_up_invocations_and_says_whether_the_world_was_built(tmp_path):
+    from sgt.experiment.runner import RunClock
+    from sgt.report import timing_text
+
+    world = tmp_path / "world"
+    world.mkdir()
+    (tmp_path / "run.json").write_text(json.dumps({"wall_seconds": 600.0, "finished": "x"}))  # an older sgt's file
+    clock = RunClock(tmp_path, world)          # no world.json yet: this invocation builds it
+    (world / "world.json").write_text(json.dumps({"build_seconds": 240.0}))
+    clock.start -= 60
+    total = clock.tick()
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert 659.9 < total < 661 and [i["world"] for i in run["invocations"]] == [None, "built"]
+    assert timing_text(run) == "wall time 11.0 min over 2 invocations (world build included)"
+    clock = RunClock(tmp_path, world)          # resumed: the world is cached now
+    clock.start -= 120
+    run_total = clock.tick()
+    assert 779.9 < run_total < 781 and len(json.loads((tmp_path / "run.json").read_text())["invocations"]) == 3
+    assert timing_text({"wall_seconds": 120, "invocations": [{"world": "cached"}], "world_build_seconds": 240}) == \
+        "wall time 2.0 min (world reused from the cache; building it took 4.0 min more)"

@@ -449,6 +449,21 @@ def _save(fig, path: Path) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def timing_text(run: dict) -> str:
+    """How long the run took, honestly: summed over its invocations, and whether the world's build is in it."""
+    wall, invocations = run.get("wall_seconds"), run.get("invocations") or []
+    if not wall:
+        return "wall time n/a"
+    text = f"wall time {wall / 60:.1f} min" + (f" over {len(invocations)} invocations" if len(invocations) > 1 else "")
+    worlds = {i.get("world") for i in invocations}
+    build = run.get("world_build_seconds")
+    if "built" in worlds:
+        text += " (world build included)"
+    elif "cached" in worlds and build:
+        text += f" (world reused from the cache; building it took {build / 60:.1f} min more)"
+    return text
+
+
 def update_readme(run_dir: str | Path, readme: str | Path, assets: str | Path, block: str = "demo-results",
                   command: str = "make demo") -> None:
     """Replace the README's `<!-- BLOCK:start -->...<!-- BLOCK:end -->` block with this run's tables and
@@ -479,13 +494,11 @@ def update_readme(run_dir: str | Path, readme: str | Path, assets: str | Path, b
     for png in sorted(run_dir.glob("*.png")):
         shutil.copyfile(png, assets / png.name)
         images.append(f"![{png.stem}]({assets.as_posix()}/{png.name})")
-    wall = run.get("wall_seconds")
     world = config.get("world") or {}
     world_text = f", world {world.get('kind')} {world.get('preset')} seed {world.get('seed')}" if world else ""
     lines = [start,
              f"Produced by `{command}` (experiment `{config.get('name', '')}`, seed {config.get('seed')}{world_text}) on "
-             f"{run.get('machine', 'an unrecorded machine')}, wall time {f'{wall / 60:.1f} min' if wall else 'n/a'} "
-             f"(world build included), finished {run.get('finished', 'n/a')}. "
+             f"{run.get('machine', 'an unrecorded machine')}, {timing_text(run)}, finished {run.get('finished', 'n/a')}. "
              f"Full report: `{run_dir.as_posix()}/report.md`.", "", tables.strip(), "", *images, end]
     new = text[: text.index(start)] + "\n".join(lines) + text[text.index(end) + len(end):]
     atomic_write_text(readme, new)

@@ -40,6 +40,7 @@ class Experiment:
         self.world = config.world_folder() if config.uses_world() else None
         self.resolved = config.resolved()    # every world: path resolved
         self.problems: list[str] = []        # every user error found, so that --dry-run lists them all
+        self.clock: RunClock | None = None   # run.json's timing, updated after every evaluation
         r = self.resolved
         self.copies = defense_copies(r)
         # Building the defenses and attacks validates every setting, before any model is loaded. A defense
@@ -296,6 +297,8 @@ class Experiment:
         result = {**(extra or {}), **evaluator.judge(answered), "fingerprint": digest}
         result["seconds"] = round(answered["seconds"] + time.time() - t, 1)
         atomic_write_json(folder / "result.json", result)
+        if self.clock:
+            self.clock.tick()
         failed = (result.get("harm") or {}).get("failed")
         print_line(f"{label}: {_summary(result)} ({human_seconds(result['seconds'])})"
                    + (f" - {failed} judge call(s) failed" if failed else ""))
@@ -386,20 +389,47 @@ def run_experiment(config: ExperimentConfig, out: str | Path, force: bool = Fals
             if saved.is_file() and not force and read_yaml(saved) != to_dict(config):
                 raise UserError(f"{out} holds a run of a different config; use another --out, or pass --force to "
                                 "reuse it (finished results that the change does not affect are kept)")
-            start = time.time()
+            experiment.clock = RunClock(out, experiment.world)
             evaluator = experiment.prepare()
             save_config(config, out)
             print_line(experiment.describe())
             summary = experiment.run(evaluator)
-            summary["wall_seconds"] = round(time.time() - start, 1)  # world build included
-            atomic_write_json(out / "run.json", {"wall_seconds": summary["wall_seconds"], "machine": machine_info(),
-                                                 "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+            summary["wall_seconds"] = experiment.clock.tick()
             return summary
     except UserError:
         # a run that failed on its input before writing anything leaves no folder behind
         if created and out.is_dir() and {p.name for p in out.iterdir()} <= {OUTPUT_MARKER, LOCK_FILE}:
             shutil.rmtree(out, ignore_errors=True)
         raise
+
+
+class RunClock:
+    """run.json's timing. Every invocation of `sgt run` on a folder is recorded and the current one is
+    rewritten after every finished evaluation, so the total is the compute time of the whole run, an
+    interrupted invocation counted up to its last finished cell. The world's build time is part of the
+    invocation that built it; a world reused from the cache is recorded with its build time."""
+
+    def __init__(self, out: Path, world: Path | None):
+        self.path, self.world, self.start = Path(out) / "run.json", world, time.time()
+        self.world_state = None if world is None else ("cached" if (world / "world.json").is_file() else "built")
+        previous = read_json(self.path) if self.path.is_file() else {}
+        self.earlier = [i for i in previous.get("invocations", []) if isinstance(i, dict)]
+        if previous.get("wall_seconds") and not self.earlier:  # run.json of an older sgt: one invocation
+            self.earlier = [{"wall_seconds": previous["wall_seconds"], "finished": previous.get("finished"),
+                             "world": None}]
+
+    def tick(self) -> float:
+        """Rewrite run.json with the time so far; returns the total over every invocation."""
+        now = {"wall_seconds": round(time.time() - self.start, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+               "world": self.world_state}
+        invocations = [*self.earlier, now]
+        build = None
+        if self.world is not None and (self.world / "world.json").is_file():
+            build = read_json(self.world / "world.json").get("build_seconds")
+        total = round(sum(i.get("wall_seconds") or 0 for i in invocations), 1)
+        atomic_write_json(self.path, {"wall_seconds": total, "invocations": invocations, "machine": machine_info(),
+                                      "finished": now["finished"], "world_build_seconds": build})
+        return total
 
 
 def machine_info() -> str:
