@@ -449,6 +449,14 @@ def _save(fig, path: Path) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def _shown(path: Path, readme: Path) -> str:
+    """`path` as a reader of the README finds it: relative to the README's folder when inside it."""
+    try:
+        return path.resolve().relative_to(readme.resolve().parent).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
 def timing_text(run: dict) -> str:
     """How long the run took, honestly: summed over its invocations, and whether the world's build is in it."""
     wall, invocations = run.get("wall_seconds"), run.get("invocations") or []
@@ -468,6 +476,7 @@ def update_readme(run_dir: str | Path, readme: str | Path, assets: str | Path, b
                   command: str = "make demo") -> None:
     """Replace the README's `<!-- BLOCK:start -->...<!-- BLOCK:end -->` block with this run's tables and
     plots (copied into `assets`); `command` is named as what produced it."""
+    import os
     import shutil
 
     from .config import read_yaml
@@ -493,12 +502,14 @@ def update_readme(run_dir: str | Path, readme: str | Path, assets: str | Path, b
     images = []
     for png in sorted(run_dir.glob("*.png")):
         shutil.copyfile(png, assets / png.name)
-        images.append(f"![{png.stem}]({assets.as_posix()}/{png.name})")
+        # links relative to the README, so that they work wherever the repository is
+        link = Path(os.path.relpath(assets.resolve() / png.name, readme.resolve().parent)).as_posix()
+        images.append(f"![{png.stem}]({link})")
     world = config.get("world") or {}
     world_text = f", world {world.get('kind')} {world.get('preset')} seed {world.get('seed')}" if world else ""
     lines = [start,
              f"Produced by `{command}` (experiment `{config.get('name', '')}`, seed {config.get('seed')}{world_text}) on "
              f"{run.get('machine', 'an unrecorded machine')}, {timing_text(run)}, finished {run.get('finished', 'n/a')}. "
-             f"Full report: `{run_dir.as_posix()}/report.md`.", "", tables.strip(), "", *images, end]
+             f"Full report: `{_shown(run_dir, readme)}/report.md`.", "", tables.strip(), "", *images, end]
     new = text[: text.index(start)] + "\n".join(lines) + text[text.index(end) + len(end):]
     atomic_write_text(readme, new)
