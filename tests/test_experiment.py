@@ -220,6 +220,7 @@ def test_report_command_refreshes_the_readme_block(finished_run, tmp_path):
     text = readme.read_text()
     assert "old numbers" not in text and text.startswith("intro\n") and text.endswith("rest\n")
     assert "| sgt |" in text and "budget to break" in text and "wall time" in text
+    assert "#### Summary" in text and "Every attack cell" not in text and "#### Plots" not in text
     assert (tmp_path / "assets" / "harm_vs_budget.png").is_file() and "](assets/harm_vs_budget.png)" in text
     code, _, err = run_cli("report", str(tmp_path))
     assert code == 2 and "not an `sgt run` folder" in err

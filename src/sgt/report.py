@@ -494,10 +494,10 @@ def update_readme(run_dir: str | Path, readme: str | Path, assets: str | Path, b
     config = read_yaml(run_dir / "config.yaml")
     run = read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
     body = report.read_text(encoding="utf-8")
-    tables = body[body.index("## Summary"):body.index("## Every attack cell") if "## Every attack cell" in body else None]
-    if "## Representation drift" in body:
-        drift = body[body.index("## Representation drift"):]
-        tables += "\n" + drift[:drift.index("## Plots") if "## Plots" in drift else None]
+    # every section of the report from the summary on, except the long per-cell table and the plot list
+    sections = ["## " + part for part in body.split("\n## ")[1:]]
+    tables = "\n".join(part.rstrip() + "\n" for part in sections
+                       if not part.startswith(("## Every attack cell", "## Plots")))
     tables = tables.replace("## ", "#### ")
     images = []
     for png in sorted(run_dir.glob("*.png")):
