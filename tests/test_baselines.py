@@ -179,6 +179,36 @@ def test_vaccine_update_is_the_gradient_under_the_worst_perturbation(model, toy_
     assert close(grads, expected, rel=1e-3, atol=1e-7)
 
 
+def test_vaccine_perturbs_each_pass_of_a_two_stream_loss(model, toy_tokenizer):
+    """With benign CE in the alignment loss there are two forward passes of different lengths; each
+    layer output of each pass gets its own share of one joint perturbation of norm rho."""
+    from sgt.defenses.vaccine import VaccineConfig, vaccine_gradients
+
+    inputs = triple(toy_tokenizer)
+    assert inputs["refusal"]["input_ids"].shape[1] != inputs["benign"]["input_ids"].shape[1]
+    config = VaccineConfig(model="m", out="o", rho=2.0, benign_ce_weight=0.5)
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads, parts = vaccine_gradients(model, params, inputs, config)
+
+    layers = list(model.model.layers)
+    outputs = []
+    handles = [layer.register_forward_hook(lambda m, a, o: outputs.append(o[0] if isinstance(o, tuple) else o))
+               for layer in layers]
+    first = ce(model, inputs["refusal"]) + 0.5 * ce(model, inputs["benign"])
+    for handle in handles:
+        handle.remove()
+    layer_grads = torch.autograd.grad(first, outputs)     # calls in order: refusal pass, then benign pass
+    norm = math.sqrt(sum(float((x ** 2).sum()) for x in layer_grads))
+    eps = iter([2.0 * x / norm for x in layer_grads])
+    handles = [layer.register_forward_hook(lambda m, a, o: (o[0] + next(eps), *o[1:]) if isinstance(o, tuple)
+                                           else o + next(eps)) for layer in layers]
+    perturbed = ce(model, inputs["refusal"]) + 0.5 * ce(model, inputs["benign"])
+    for handle in handles:
+        handle.remove()
+    assert float(parts["loss"]) == pytest.approx(float(perturbed), rel=1e-5)
+    assert close(grads, grads_of(perturbed, model), rel=1e-3, atol=1e-7)
+
+
 # ---------------------------------------------------------------------------------------------
 # SEAM
 # ---------------------------------------------------------------------------------------------
@@ -278,7 +308,7 @@ def test_negative_entropy_is_the_formula():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("defense, settings", [
-    ("repnoise", "rows=16"), ("booster", "rows=16"), ("vaccine", "rows=16"), ("seam", "rows=8"),
+    ("repnoise", "rows=16"), ("booster", "rows=16"), ("vaccine", "rows=16,benign_ce_weight=1"), ("seam", "rows=8"),
     ("tar", "rows=8,inner_steps=2"), ("circuit-breakers", "rows=16"),
 ])
 def test_each_baseline_trains_through_sgt_defend(toy_micro, tmp_path, defense, settings):

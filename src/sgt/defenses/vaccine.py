@@ -13,6 +13,7 @@ Llama-2-7B, lr 1e-3, 50 epochs; alignment data only (safe answers to harmful pro
 
 from __future__ import annotations
 
+from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -58,21 +59,25 @@ def layer_hooks(layers, hook):
 
 def vaccine_gradients(model, params, inputs: dict, config: VaccineConfig) -> tuple[list, dict]:
     layers = decoder_layers(model.get_base_model() if hasattr(model, "get_base_model") else model)
-    outputs: dict[int, torch.Tensor] = {}
+    # The alignment loss may run several forward passes (refusal and benign streams): each layer output
+    # is kept per call, and the k-th call of a layer in the perturbed pass gets the k-th perturbation.
+    outputs: dict[int, list[torch.Tensor]] = defaultdict(list)
 
     def record(i, output):
-        outputs[i] = _first(output)
+        outputs[i].append(_first(output))
 
     with layer_hooks(layers, record):
         first, _ = alignment_loss(model, inputs, config)
-    order = sorted(outputs)
-    grads = torch.autograd.grad(first, [outputs[i] for i in order], allow_unused=True)
-    grads = [torch.zeros_like(outputs[i]) if g is None else g for i, g in zip(order, grads)]
+    keys = [(i, k) for i in sorted(outputs) for k in range(len(outputs[i]))]
+    grads = torch.autograd.grad(first, [outputs[i][k] for i, k in keys], allow_unused=True)
+    grads = [torch.zeros_like(outputs[i][k]) if g is None else g for (i, k), g in zip(keys, grads)]
     scale = config.rho / (float(flat_norm(grads)) + 1e-7)
-    perturbation = {i: (g * scale).detach() for i, g in zip(order, grads)}
+    perturbation = {key: (g * scale).detach() for key, g in zip(keys, grads)}
+    calls: dict[int, int] = defaultdict(int)
 
     def perturb(i, output):
-        return _replace_first(output, _first(output) + perturbation[i])
+        k, calls[i] = calls[i], calls[i] + 1
+        return _replace_first(output, _first(output) + perturbation[(i, k)])
 
     with layer_hooks(layers, perturb):
         loss, parts = alignment_loss(model, inputs, config)
