@@ -4,6 +4,7 @@ trained end to end for a few steps through `sgt defend`."""
 from __future__ import annotations
 
 import copy
+import json
 import math
 
 import pytest
@@ -324,3 +325,20 @@ def test_each_baseline_trains_through_sgt_defend(toy_micro, tmp_path, defense, s
     trained = load_model(str(out), "float32").state_dict()
     assert any(not torch.equal(base[k], trained[k]) for k in base)
     assert all(torch.isfinite(v).all() for v in trained.values())
+
+
+@pytest.mark.slow
+def test_circuit_breakers_reroute_only_from_a_random_lora_start(toy_micro, tmp_path):
+    """PEFT starts LoRA B at zero, where every state equals the original's and ReLU(cos) = 1 has no
+    gradient: the rerouting term stays at 1 unless B starts off zero (lora_b_std, default 0.2)."""
+    last = {}
+    for std in (0.0, 0.2):
+        out = tmp_path / f"cb-{std}"
+        code, _, err = run_cli("defend", "--defense", "circuit-breakers", "--model", str(toy_micro / "base"), "--data",
+                               str(toy_micro / "data" / "defense_train.jsonl"), "--out", str(out), "--dtype", "float32",
+                               "--settings", f"rows=32,batch_size=4,max_length=96,epochs=2,lr=1e-3,logging_steps=1,"
+                                             f"lora_b_std={std}", "--no-progress")
+        assert code == 0, err
+        history = json.loads((out / "metrics.json").read_text())["component_history"]
+        last[std] = min(h["rerouting"] for h in history[-3:])
+    assert last[0.0] > 0.999 and last[0.2] < 0.5, last

@@ -35,6 +35,10 @@ class CircuitBreakersConfig(DefenseTrainingConfig):
     lora: bool = cfg(True, "Train LoRA adapters (the reference) instead of all weights.")
     lora_r: int = cfg(16, "LoRA rank.")
     lora_alpha: int = cfg(16, "LoRA alpha.")
+    lora_b_std: float = cfg(0.2, "Std of a random start for the LoRA B matrices (0: PEFT's zeros, as the "
+                                 "reference). At zero every state equals the original's, where ReLU(cos) = 1 is at "
+                                 "its maximum and its gradient vanishes: on the toy world the rerouting term then "
+                                 "never moved (std 0.01 and 0.05 barely did; 0.2 did).")
     lr: float = cfg(1e-4, "Learning rate.")
 
 
@@ -68,6 +72,8 @@ class CircuitBreakersTrainer(DefenseTrainer):
         # LoRA: the original model is the same weights with the adapters disabled; otherwise a frozen copy.
         self.original = None if hasattr(model, "disable_adapter") else \
             copy.deepcopy(model).requires_grad_(False).eval().to(self.accelerator.device)
+        if self.original is None and self.defense_config.lora_b_std:
+            start_off_the_original(model, self.defense_config.lora_b_std, self.args.seed)
 
     @torch.no_grad()
     def original_states(self, model, batch):
@@ -95,6 +101,15 @@ class CircuitBreakersTrainer(DefenseTrainer):
         c_rr, c_retain = schedule(self.state.global_step, self.state.max_steps, config.alpha)
         loss = c_rr * rr + c_retain * retain
         return loss, {"rerouting": rr.detach(), "retain": retain.detach()}
+
+
+def start_off_the_original(model, std: float, seed: int) -> None:
+    """Give the LoRA B matrices a small random start (seeded), so that the rerouting term has a gradient."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * std)
 
 
 def default_layers(n_layers: int) -> list[int]:
