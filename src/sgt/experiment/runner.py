@@ -276,6 +276,8 @@ class Experiment:
         model_dir = defense.apply(folder)
         atomic_write_json(marker, {"fingerprint": key, "defense": defense.fingerprint(), "done": True,
                                    "model": model_dir, "seconds": round(time.time() - t, 1)})
+        if self.clock:
+            self.clock.tick()  # an invocation stopped before any evaluation still counts its training
         return model_dir
 
     def _cell(self, folder: Path, key: dict, label: str, answer, evaluator: ModelEvaluator,
@@ -405,8 +407,8 @@ def run_experiment(config: ExperimentConfig, out: str | Path, force: bool = Fals
 
 class RunClock:
     """run.json's timing. Every invocation of `sgt run` on a folder is recorded and the current one is
-    rewritten after every finished evaluation, so the total is the compute time of the whole run, an
-    interrupted invocation counted up to its last finished cell. The world's build time is part of the
+    rewritten after every trained defense and finished evaluation, so the total is the compute time of
+    the whole run, an interrupted invocation counted up to its last finished step. The world's build time is part of the
     invocation that built it; a world reused from the cache is recorded with its build time."""
 
     def __init__(self, out: Path, world: Path | None):
