@@ -408,8 +408,8 @@ def run_experiment(config: ExperimentConfig, out: str | Path, force: bool = Fals
 class RunClock:
     """run.json's timing. Every invocation of `sgt run` on a folder is recorded and the current one is
     rewritten after every trained defense and finished evaluation, so the total is the compute time of
-    the whole run, an interrupted invocation counted up to its last finished step. The world's build time is part of the
-    invocation that built it; a world reused from the cache is recorded with its build time."""
+    the whole run (an interrupted invocation counted up to its last finished step). The world's build
+    time is part of the invocation that built it; a reused world is recorded with its build time."""
 
     def __init__(self, out: Path, world: Path | None):
         self.path, self.world, self.start = Path(out) / "run.json", world, time.time()
