@@ -150,6 +150,29 @@ def test_booster_update_is_the_formula(model, toy_tokenizer):
 # ---------------------------------------------------------------------------------------------
 
 
+def vaccine_by_hand(model, loss, rho: float):
+    """(unperturbed loss, perturbed loss) written out: record every layer output of every forward pass
+    of `loss()`, perturb each by rho * its gradient / the joint norm, and run `loss()` again."""
+    layers = list(model.model.layers)
+    outputs = []
+    handles = [layer.register_forward_hook(lambda m, a, o: outputs.append(o[0] if isinstance(o, tuple) else o))
+               for layer in layers]
+    first = loss()
+    for handle in handles:
+        handle.remove()
+    layer_grads = torch.autograd.grad(first, outputs)   # in call order: pass 1 layers, pass 2 layers, ...
+    norm = math.sqrt(sum(float((x ** 2).sum()) for x in layer_grads))
+    eps = [rho * x / norm for x in layer_grads]
+    assert math.isclose(math.sqrt(sum(float((e ** 2).sum()) for e in eps)), rho, rel_tol=1e-5)  # ||eps|| = rho
+    shares = iter(eps)
+    handles = [layer.register_forward_hook(lambda m, a, o: (o[0] + next(shares), *o[1:]) if isinstance(o, tuple)
+                                           else o + next(shares)) for layer in layers]
+    perturbed = loss()
+    for handle in handles:
+        handle.remove()
+    return first, perturbed
+
+
 def test_vaccine_update_is_the_gradient_under_the_worst_perturbation(model, toy_tokenizer):
     from sgt.defenses.vaccine import VaccineConfig, vaccine_gradients
 
@@ -158,26 +181,10 @@ def test_vaccine_update_is_the_gradient_under_the_worst_perturbation(model, toy_
     params = [p for p in model.parameters() if p.requires_grad]
     grads, parts = vaccine_gradients(model, params, inputs, config)
 
-    layers = list(model.model.layers)
-    outputs = []
-    handles = [layer.register_forward_hook(lambda m, a, o: outputs.append(o[0] if isinstance(o, tuple) else o))
-               for layer in layers]
-    first = ce(model, inputs["refusal"])
-    for handle in handles:
-        handle.remove()
-    layer_grads = torch.autograd.grad(first, outputs)
-    norm = math.sqrt(sum(float((x ** 2).sum()) for x in layer_grads))
-    eps = [2.0 * x / norm for x in layer_grads]
-    assert math.isclose(math.sqrt(sum(float((e ** 2).sum()) for e in eps)), 2.0, rel_tol=1e-5)  # ||eps|| = rho
-    handles = [layer.register_forward_hook(
-        lambda m, a, o, e=e: (o[0] + e, *o[1:]) if isinstance(o, tuple) else o + e) for layer, e in zip(layers, eps)]
-    perturbed = ce(model, inputs["refusal"])
-    for handle in handles:
-        handle.remove()
-    expected = grads_of(perturbed, model)
+    first, perturbed = vaccine_by_hand(model, lambda: ce(model, inputs["refusal"]), rho=2.0)
     assert float(parts["loss"]) == pytest.approx(float(perturbed), rel=1e-5)
     assert float(perturbed) > float(first)  # the perturbation is adversarial
-    assert close(grads, expected, rel=1e-3, atol=1e-7)
+    assert close(grads, grads_of(perturbed, model), rel=1e-3, atol=1e-7)
 
 
 def test_vaccine_perturbs_each_pass_of_a_two_stream_loss(model, toy_tokenizer):
@@ -191,21 +198,8 @@ def test_vaccine_perturbs_each_pass_of_a_two_stream_loss(model, toy_tokenizer):
     params = [p for p in model.parameters() if p.requires_grad]
     grads, parts = vaccine_gradients(model, params, inputs, config)
 
-    layers = list(model.model.layers)
-    outputs = []
-    handles = [layer.register_forward_hook(lambda m, a, o: outputs.append(o[0] if isinstance(o, tuple) else o))
-               for layer in layers]
-    first = ce(model, inputs["refusal"]) + 0.5 * ce(model, inputs["benign"])
-    for handle in handles:
-        handle.remove()
-    layer_grads = torch.autograd.grad(first, outputs)     # calls in order: refusal pass, then benign pass
-    norm = math.sqrt(sum(float((x ** 2).sum()) for x in layer_grads))
-    eps = iter([2.0 * x / norm for x in layer_grads])
-    handles = [layer.register_forward_hook(lambda m, a, o: (o[0] + next(eps), *o[1:]) if isinstance(o, tuple)
-                                           else o + next(eps)) for layer in layers]
-    perturbed = ce(model, inputs["refusal"]) + 0.5 * ce(model, inputs["benign"])
-    for handle in handles:
-        handle.remove()
+    _, perturbed = vaccine_by_hand(model, lambda: ce(model, inputs["refusal"]) + 0.5 * ce(model, inputs["benign"]),
+                                   rho=2.0)
     assert float(parts["loss"]) == pytest.approx(float(perturbed), rel=1e-5)
     assert close(grads, grads_of(perturbed, model), rel=1e-3, atol=1e-7)
 
