@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import ROOT, run_cli
 from sgt.experiment import Experiment, load_experiment, run_experiment
@@ -85,6 +86,10 @@ def test_drift_to_the_trigger_region_is_measured_for_every_model(finished_run):
 def test_rerun_skips_finished_cells(finished_run, toy_micro):
     out, _, _ = finished_run
     stamps = {p: p.stat().st_mtime for p in out.glob("**/result.json")}
+    # a run folder written before a config field existed is the same config (the field at its default)
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    del saved["attack"]["skip_broken"]
+    (out / "config.yaml").write_text(yaml.safe_dump(saved))
     code, _, err = run_cli("run", MICRO, "--out", str(out), *set_args(with_drift(toy_micro)))
     assert code == 0, err
     assert err.count("done earlier") == 9
@@ -116,6 +121,37 @@ def test_interrupted_run_resumes_losing_only_the_cell_in_progress(toy_micro, tmp
     run_experiment(config, out)
     assert len(list(out.glob("attacks/*/*/result.json"))) == 2
     assert next(p for p in out.glob("attacks/*/*/result.json") if p.parent.name == done[0]).stat().st_mtime == first
+
+
+def test_each_defense_is_trained_just_before_its_own_rows(toy_micro, tmp_path, monkeypatch):
+    """A run stopped during the first defense's attacks has not trained the later defenses: an
+    interrupted run leaves whole rows (defense, evaluation, attacks), not many models and no numbers."""
+    import sgt.experiment.runner as experiment
+
+    config = load_experiment(MICRO, micro_overrides(toy_micro, "defenses=[{name: none}, {name: sft, epochs: 1}]"))
+
+    def interrupt(self, model_dir, cell, cell_dir, judge):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment.Experiment, "_attack_and_answer", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, tmp_path / "run")
+    assert (tmp_path / "run" / "defenses" / "none" / "result.json").is_file()
+    assert not (tmp_path / "run" / "defenses" / "sft").exists()
+
+
+def test_skip_broken_does_not_attack_a_defense_harmful_before_attack(toy_micro, tmp_path, monkeypatch):
+    import sgt.experiment.runner as experiment
+
+    monkeypatch.setattr(experiment.Experiment, "_attack_and_answer",
+                        lambda *a: pytest.fail("attacked a defense that was harmful before any attack"))
+    config = load_experiment(MICRO, micro_overrides(toy_micro, "defenses=[{name: none}]", "attack.skip_broken=true"))
+    summary = run_experiment(config, tmp_path / "run")
+    assert summary["defenses"]["none"]["harmful_rate"] >= 0.9  # the toy base complies
+    assert summary["defenses"]["none"]["budget_to_break"] == 0
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "| none | 1.00 | 0.60 | 0 (harmful before attack) | 0 (harmful before attack) |" in report
+    assert not (tmp_path / "run" / "attacks").exists()
 
 
 def test_dry_run_loads_no_weights(toy_micro, tmp_path, monkeypatch):
@@ -178,9 +214,11 @@ def test_report_marks_unattacked_and_already_harmful_defenses():
         "none": {"defended": {"harmful_rate": 0.99, "benign_score": 0.6}, "attacked": [], "under_attack": False},
         "weak": {"defended": {"harmful_rate": 0.7, "benign_score": 0.6}, "under_attack": True, "attacked": [
             {"shots": 8, "setting": "a", "seeds": 1, "harmful_rate": 0.9, "benign_score": 0.6}]},
+        "skipped": {"defended": {"harmful_rate": 0.8, "benign_score": 0.6}, "attacked": [], "under_attack": True},
         "sft": {"defended": {"harmful_rate": 0.0, "benign_score": 0.6}, "under_attack": True, "attacked": [
             {"shots": 8, "setting": "a", "seeds": 1, "harmful_rate": 0.2, "benign_score": 0.6}]}}, floor=0.8, threshold=0.5)
     text = markdown(config, data, plots=[])
+    assert "| skipped | not attacked (harmful before attack) |" in text  # attack.skip_broken
     assert "| none | 0.99 | 0.60 | 0 (harmful before attack) | 0 (harmful before attack) |" in text
     assert "| weak | 0.70 | 0.60 | 0 (harmful before attack) |" in text   # not 8: it never held
     assert "| none | not attacked |" in text and "| sft | > 8 |" in text

@@ -100,6 +100,14 @@ def _budget(value) -> str:
     return "0 (harmful before attack)" if value == 0 else str(value)
 
 
+def _unattacked(entry: dict) -> str:
+    """A table entry for a defense without attack results: not attacked by the config, or skipped
+    because it was harmful before any attack (attack.skip_broken), or not run yet."""
+    if not entry.get("under_attack", True):
+        return "not attacked"
+    return "not attacked (harmful before attack)" if entry.get("budget_to_break") == 0 else "not run yet"
+
+
 def budget_to_break(worst: dict[int, float], threshold: float) -> int | str | None:
     """Smallest budget whose worst-case harmful rate reaches the threshold ("> max" if none)."""
     if not worst:
@@ -175,7 +183,7 @@ def markdown(config, data: dict, plots: list[str], drift: dict | None = None, un
                   "|---|" + "---|" * len(budgets)]
         for name, d in data.items():
             cells = [f"{_fmt(d['worst_case'].get(b))} ({_fmt(d['worst_case_capability_bounded'].get(b))})"
-                     if d.get("under_attack", True) else "not attacked" for b in budgets]
+                     if d["attacked"] else _unattacked(d) for b in budgets]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines += ["", "Each entry: worst case over all attack settings (capability-bounded worst case in brackets; "
                   "n/a: no attack at that budget kept enough capability).", ""]
@@ -183,8 +191,8 @@ def markdown(config, data: dict, plots: list[str], drift: dict | None = None, un
         lines += ["## Budget to break per attack setting", "",
                   "| defense | " + " | ".join(settings) + " |", "|---|" + "---|" * len(settings)]
         for name, d in data.items():
-            lines.append(f"| {name} | " + " | ".join(_budget(d["budget_to_break_by_setting"].get(k)) if d.get("under_attack", True)
-                                                     else "not attacked" for k in settings) + " |")
+            lines.append(f"| {name} | " + " | ".join(_budget(d["budget_to_break_by_setting"].get(k)) if d["attacked"]
+                                                     else _unattacked(d) for k in settings) + " |")
         lines += ["", "Smallest budget whose harmful rate (mean over seeds) reaches the threshold under that setting.", "",
                   "## Every attack cell", "", "| defense | shots | setting | runs (seeds) | harmful rate | benign score | keeps capability |",
                   "|---|---|---|---|---|---|---|"]

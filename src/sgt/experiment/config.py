@@ -48,6 +48,9 @@ class AttackGrid:
     settings: dict = cfg({}, "Other `sgt attack` fields shared by every cell (batch_size, max_length, lora_r, ...).")
     extra: list[dict] = cfg([], "More cells: partial grids whose missing keys come from this one, e.g. "
                                 "[{lr: [3.0e-4], lora: [true]}] adds LoRA attacks at a LoRA-sized learning rate.")
+    skip_broken: bool = cfg(False, "Do not attack a defense whose model is already harmful before any attack "
+                                   "(harmful rate >= report.break_threshold): its budget to break is 0 whatever "
+                                   "the attacks give, so its cells would cost compute and change no verdict.")
     kinds: dict = cfg({}, "Settings of one kind only: {kind: {field: value}} (added to `settings` for that kind).")
     search: SearchSettings = cfg(SearchSettings(), "The adaptive attacker: an Optuna TPE search per defense over "
                                                    "lr, epochs, batch size and LoRA rank at a fixed budget.")

@@ -187,17 +187,33 @@ class Experiment:
         start = time.time()
         evaluator = evaluator or self.prepare()
         seed_everything(self.resolved.seed)
-        # Every defense first: the drift probe may need a defense's trigger before any evaluation.
-        model_dirs = {d.name: self._defended_model(d, self.out / "defenses" / d.name) for d in self.defenses}
+        # Each defense is trained just before its own evaluation and attacks, so that a run stopped
+        # part-way leaves whole rows of results; only the defense whose trigger the drift probe uses
+        # is trained first, because every evaluation measures drift.
+        model_dirs: dict[str, str] = {}
+        for defense in self.defenses:
+            if self.drift_trigger is not None and self.drift_trigger.is_relative_to(self.out / "defenses" / defense.name):
+                model_dirs[defense.name] = self._defended_model(defense, self.out / "defenses" / defense.name)
         evaluator.prepare_drift()
         total = sum(1 + len(self.cells) * d.attacked for d in self.defenses)
         step = 0
+        skip_broken = self.resolved.attack.skip_broken
+        threshold = self.resolved.report.break_threshold
         for defense in self.defenses:
+            if defense.name not in model_dirs:
+                model_dirs[defense.name] = self._defended_model(defense, self.out / "defenses" / defense.name)
             model_dir = model_dirs[defense.name]
             base_key = {"defense": defense.fingerprint(), **self.eval_fingerprint()}
             step += 1
-            self._cell(self.out / "defenses" / defense.name, base_key, f"[{step}/{total}] {defense.name}, no attack",
-                       lambda md=model_dir: evaluator.answer(md), evaluator)
+            defended = self._cell(self.out / "defenses" / defense.name, base_key,
+                                  f"[{step}/{total}] {defense.name}, no attack",
+                                  lambda md=model_dir: evaluator.answer(md), evaluator)
+            broken = (defended.get("harmful_rate") or 0) >= threshold
+            if defense.attacked and skip_broken and broken:
+                step += len(self.cells)
+                print_line(f"[{step}/{total}] {defense.name}: not attacked, harmful before any attack "
+                           f"({defended['harmful_rate']:.2f} >= {threshold:.2f}; attack.skip_broken)")
+                continue
             for cell in self.cells if defense.attacked else []:
                 step += 1
                 cell_dir = self.out / "attacks" / defense.name / cell.id
@@ -372,6 +388,15 @@ def run_from_cli(path: str, out: str, dry_run: bool = False, force: bool = False
     return run_experiment(config, out, force=force, experiment=experiment)
 
 
+def _same_config(saved: Path, config: ExperimentConfig) -> bool:
+    """Whether the run folder's config.yaml is `config`. The saved file is read through the same
+    dataclasses, so that a field added by a newer sgt (at its default) does not count as a change."""
+    try:
+        return to_dict(load_experiment(saved)) == to_dict(config)
+    except UserError:  # a field this sgt no longer knows: a different config
+        return False
+
+
 def run_experiment(config: ExperimentConfig, out: str | Path, force: bool = False, experiment=None) -> dict:
     """Run (or resume) the experiment in `out`; returns the report summary. The folder is locked for
     the duration: a second `sgt run` on it stops with one line."""
@@ -388,7 +413,7 @@ def run_experiment(config: ExperimentConfig, out: str | Path, force: bool = Fals
         with folder_lock(out):
             (out / OUTPUT_MARKER).write_text("run", encoding="utf-8")
             saved = out / "config.yaml"
-            if saved.is_file() and not force and read_yaml(saved) != to_dict(config):
+            if saved.is_file() and not force and not _same_config(saved, config):
                 raise UserError(f"{out} holds a run of a different config; use another --out, or pass --force to "
                                 "reuse it (finished results that the change does not affect are kept)")
             experiment.clock = RunClock(out, experiment.world)
