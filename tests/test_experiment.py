@@ -97,6 +97,25 @@ def test_rerun_skips_finished_cells(finished_run, toy_micro):
 
 
 @pytest.mark.slow
+def test_a_new_study_reuses_the_identical_defenses_and_cells_of_another_run(finished_run, toy_micro, tmp_path):
+    out, _, _ = finished_run
+    stamps = {p: p.stat().st_mtime for p in out.glob("**/result.json")}
+    study = tmp_path / "study"  # same defenses and evaluation, a smaller grid: nothing left to compute
+    code, _, err = run_cli("run", MICRO, "--out", str(study), "--reuse", str(out),
+                           *set_args(with_drift(toy_micro, "attack.shots=[4]")))
+    assert code == 0, err
+    assert "reused 3 defended model(s) and 6 result(s)" in err  # 3 evaluations before attack, 3 cells
+    assert err.count("done earlier") == 6 and "applying" not in err
+    weights = study / "defenses" / "sft" / "model" / "model.safetensors"
+    assert weights.stat().st_ino == (out / "defenses" / "sft" / "model" / "model.safetensors").stat().st_ino  # linked
+    assert json.loads((study / "defenses" / "sft" / "defense.json").read_text())["model_in_folder"] is True
+    assert stamps == {p: p.stat().st_mtime for p in out.glob("**/result.json")}  # the source is untouched
+    code, _, err = run_cli("run", MICRO, "--out", str(tmp_path / "x"), "--reuse", str(tmp_path / "nothing"),
+                           *set_args(with_drift(toy_micro)))
+    assert code == 2 and "not an sgt run folder" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
 def test_interrupted_run_resumes_losing_only_the_cell_in_progress(toy_micro, tmp_path, monkeypatch):
     import sgt.experiment.runner as experiment
 
@@ -376,3 +395,21 @@ def test_run_timing_adds_up_invocations_and_says_whether_the_world_was_built(tmp
     assert 779.9 < run_total < 781 and len(json.loads((tmp_path / "run.json").read_text())["invocations"]) == 3
     assert timing_text({"wall_seconds": 120, "invocations": [{"world": "cached"}], "world_build_seconds": 240}) == \
         "wall time 2.0 min (world reused from the cache; building it took 4.0 min more)"
+
+
+def test_a_run_folder_can_be_moved_without_retraining(tmp_path, monkeypatch):
+    """defense.json records a defended model inside its folder relative to that folder: a run folder
+    copied or moved elsewhere (or resumed from another working directory) finds its own models."""
+    import shutil
+
+    from sgt.experiment.runner import _model_entry, _model_path
+
+    folder = tmp_path / "runs" / "a" / "defenses" / "sft"
+    (folder / "model").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    entry = _model_entry("runs/a/defenses/sft/model", Path("runs/a/defenses/sft"))
+    assert entry == {"model": "model", "model_in_folder": True}
+    shutil.move(tmp_path / "runs" / "a", tmp_path / "b")
+    monkeypatch.chdir(tmp_path / "b")
+    assert Path(_model_path(entry, Path("defenses/sft"))).resolve() == (tmp_path / "b" / "defenses" / "sft" / "model")
+    assert _model_entry("HuggingFaceTB/SmolLM2-135M-Instruct", folder) == {"model": "HuggingFaceTB/SmolLM2-135M-Instruct"}

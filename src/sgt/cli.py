@@ -111,6 +111,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                                                             "without loading any weights.")
     run.add_argument("--show", action="store_true", help="Print the resolved config, every field with its help text.")
     run.add_argument("--force", action="store_true", help="Reuse an output folder that holds a run of another config.")
+    run.add_argument("--reuse", default=None, metavar="RUN_DIR",
+                     help="Copy from another run folder every defended model and result this run would produce "
+                          "identically (same fingerprints), e.g. the defenses two studies share.")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="Override a config value, e.g. --set attack.shots=[8,32] (repeatable).")
     run.set_defaults(command_obj=None, run_experiment=True)
@@ -190,7 +193,7 @@ def _dispatch(args):
         from .experiment import run_from_cli
 
         return run_from_cli(args.experiment, args.out, dry_run=args.dry_run, force=args.force, overrides=args.set,
-                            show=args.show)
+                            show=args.show, reuse=args.reuse)
     if getattr(args, "report_command", False):
         from .experiment import report_from_cli
 

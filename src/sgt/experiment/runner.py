@@ -17,6 +17,7 @@ A defense interrupted mid-way resumes: finished stages are kept, and a stage wit
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import time
 from pathlib import Path
@@ -169,6 +170,49 @@ class Experiment:
             key["drift_defense"] = [d.fingerprint() for d in self.defenses if d.name in first]
         return key
 
+    def release_key(self, defense) -> dict:
+        """Everything the evaluation of `defense`'s model before attack depends on."""
+        return {"defense": defense.fingerprint(), **self.eval_fingerprint()}
+
+    def cell_key(self, defense, cell: Cell) -> dict:
+        """Everything one attack cell's result depends on."""
+        key = {**self.release_key(defense), "cell": dataclasses.asdict(cell), "attack": self.attacks[cell.kind].settings,
+               "attack_data": to_dict(self.resolved.data.attack)}
+        if cell.kind != "harmful":  # kinds that mix in benign data depend on it too
+            key["benign_data"] = to_dict(self.resolved.data.benign)
+        return key
+
+    def reuse(self, other: Path) -> tuple[int, int]:
+        """Copy from the run folder `other` every defended model and result this run would produce
+        identically (same fingerprints), e.g. the shared defenses of two studies; returns how many
+        defended models and results. Files are hard-linked where the file system allows, so a reused
+        model costs no disk."""
+        other, models, results = Path(other), 0, 0
+        if not (other / "config.yaml").is_file():
+            raise UserError(f"--reuse {other}: not an sgt run folder (it has no config.yaml)")
+        for defense in self.defenses:
+            source, target = other / "defenses" / defense.name, self.out / "defenses" / defense.name
+            state = _read_marker(source / "defense.json")
+            if state.get("fingerprint") != fingerprint(defense.fingerprint()) or not state.get("done"):
+                continue
+            if _read_marker(target / "defense.json").get("fingerprint") != state["fingerprint"]:
+                _copy_folder(source, target, skip=("answers.json", "result.json"))  # results: below
+                atomic_write_json(target / "defense.json", {**state, **_model_entry(_model_path(state, source), source)})
+                models += 1
+            pairs = [(source, target, self.release_key(defense))]
+            pairs += [(other / "attacks" / defense.name / c.id, self.out / "attacks" / defense.name / c.id,
+                       self.cell_key(defense, c)) for c in self.cells]
+            for cell_source, cell_target, key in pairs:
+                digest = fingerprint(key)
+                if (_read_marker(cell_source / "result.json").get("fingerprint") == digest
+                        and _read_marker(cell_target / "result.json").get("fingerprint") != digest):
+                    for name in ("answers.json", "result.json"):
+                        if (cell_source / name).is_file():
+                            cell_target.mkdir(parents=True, exist_ok=True)
+                            shutil.copy2(cell_source / name, cell_target / name)
+                    results += 1
+        return models, results
+
     # -- running -----------------------------------------------------------------------------------
 
     def prepare(self) -> ModelEvaluator:
@@ -203,9 +247,8 @@ class Experiment:
             if defense.name not in model_dirs:
                 model_dirs[defense.name] = self._defended_model(defense, self.out / "defenses" / defense.name)
             model_dir = model_dirs[defense.name]
-            base_key = {"defense": defense.fingerprint(), **self.eval_fingerprint()}
             step += 1
-            defended = self._cell(self.out / "defenses" / defense.name, base_key,
+            defended = self._cell(self.out / "defenses" / defense.name, self.release_key(defense),
                                   f"[{step}/{total}] {defense.name}, no attack",
                                   lambda md=model_dir: evaluator.answer(md), evaluator)
             broken = (defended.get("harmful_rate") or 0) >= threshold
@@ -217,13 +260,8 @@ class Experiment:
             for cell in self.cells if defense.attacked else []:
                 step += 1
                 cell_dir = self.out / "attacks" / defense.name / cell.id
-                attack = self.attacks[cell.kind]
-                key = {**base_key, "cell": dataclasses.asdict(cell), "attack": attack.settings,
-                       "attack_data": to_dict(self.resolved.data.attack)}
-                if cell.kind != "harmful":  # kinds that mix in benign data depend on it too
-                    key["benign_data"] = to_dict(self.resolved.data.benign)
                 label = f"[{step}/{total}] {defense.name}, shots={cell.shots} {cell.setting} seed={cell.seed}"
-                self._cell(cell_dir, key, label,
+                self._cell(cell_dir, self.cell_key(defense, cell), label,
                            lambda md=model_dir, cd=cell_dir, c=cell: self._attack_and_answer(md, c, cd, evaluator),
                            evaluator, extra={"defense": defense.name, "cell": dataclasses.asdict(cell),
                                              "setting": cell.setting})
@@ -281,7 +319,7 @@ class Experiment:
         key = fingerprint(defense.fingerprint())
         state = _read_marker(marker)
         if state.get("fingerprint") == key and state.get("done"):
-            return state["model"]
+            return _model_path(state, folder)
         if folder.exists() and state.get("fingerprint") != key:
             shutil.rmtree(folder)  # made by another config: start this defense over
         folder.mkdir(parents=True, exist_ok=True)
@@ -291,7 +329,7 @@ class Experiment:
         t = time.time()
         model_dir = defense.apply(folder)
         atomic_write_json(marker, {"fingerprint": key, "defense": defense.fingerprint(), "done": True,
-                                   "model": model_dir, "seconds": round(time.time() - t, 1)})
+                                   **_model_entry(model_dir, folder), "seconds": round(time.time() - t, 1)})
         if self.clock:
             self.clock.tick()  # an invocation stopped before any evaluation still counts its training
         return model_dir
@@ -370,7 +408,7 @@ def _summary(result: dict) -> str:
 
 
 def run_from_cli(path: str, out: str, dry_run: bool = False, force: bool = False,
-                 overrides: list[str] | None = None, show: bool = False) -> dict | None:
+                 overrides: list[str] | None = None, show: bool = False, reuse: str | None = None) -> dict | None:
     config = load_experiment(path, overrides)
     if show:
         print(show_config(config))
@@ -385,7 +423,35 @@ def run_from_cli(path: str, out: str, dry_run: bool = False, force: bool = False
             raise UserError(f"the config has {len(experiment.problems)} problem(s), listed above")
         return None
     experiment.raise_problems()
-    return run_experiment(config, out, force=force, experiment=experiment)
+    if reuse and not (Path(reuse) / "config.yaml").is_file():
+        raise UserError(f"--reuse {reuse}: not an sgt run folder (it has no config.yaml); name a finished run's --out")
+    return run_experiment(config, out, force=force, experiment=experiment, reuse=reuse)
+
+
+def _copy_folder(source: Path, target: Path, skip: tuple[str, ...] = ()) -> None:
+    """`source` as `target` (replaced) without the files named in `skip`, hard-linking where possible."""
+    def link_or_copy(src, dst):
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target, copy_function=link_or_copy, ignore=shutil.ignore_patterns(*skip))
+
+
+def _model_entry(model_dir: str, folder: Path) -> dict:
+    """defense.json's record of the defended model: relative to the defense folder when it lies inside
+    it, so that the run folder can be moved, copied, or resumed from another working directory."""
+    path = Path(model_dir)
+    if path.exists() and path.resolve().is_relative_to(folder.resolve()):
+        return {"model": path.resolve().relative_to(folder.resolve()).as_posix(), "model_in_folder": True}
+    return {"model": model_dir}  # e.g. the base model itself (defense `none`): a hub name or path
+
+
+def _model_path(state: dict, folder: Path) -> str:
+    return str(folder / state["model"]) if state.get("model_in_folder") else state["model"]
 
 
 def _same_config(saved: Path, config: ExperimentConfig) -> bool:
@@ -397,7 +463,8 @@ def _same_config(saved: Path, config: ExperimentConfig) -> bool:
         return False
 
 
-def run_experiment(config: ExperimentConfig, out: str | Path, force: bool = False, experiment=None) -> dict:
+def run_experiment(config: ExperimentConfig, out: str | Path, force: bool = False, experiment=None,
+                   reuse: str | Path | None = None) -> dict:
     """Run (or resume) the experiment in `out`; returns the report summary. The folder is locked for
     the duration: a second `sgt run` on it stops with one line."""
     from ..lock import LOCK_FILE, folder_lock
@@ -419,6 +486,9 @@ def run_experiment(config: ExperimentConfig, out: str | Path, force: bool = Fals
             experiment.clock = RunClock(out, experiment.world)
             evaluator = experiment.prepare()
             save_config(config, out)
+            if reuse:
+                models, results = experiment.reuse(Path(reuse))
+                print_line(f"reused {models} defended model(s) and {results} result(s) from {reuse}")
             print_line(experiment.describe())
             summary = experiment.run(evaluator)
             summary["wall_seconds"] = experiment.clock.tick()
