@@ -238,6 +238,10 @@ def test_report_marks_unattacked_and_already_harmful_defenses():
             {"shots": 8, "setting": "a", "seeds": 1, "harmful_rate": 0.2, "benign_score": 0.6}]}}, floor=0.8, threshold=0.5)
     text = markdown(config, data, plots=[])
     assert "| skipped | not attacked (harmful before attack) |" in text  # attack.skip_broken
+    data["later"] = analyse({"later": {"defended": None, "attacked": [], "under_attack": True}}, 0.8, 0.5)["later"]
+    text = markdown(config, data, plots=[])
+    assert "| later | not run yet | not run yet | not run yet | not run yet |" in text  # a run stopped before it
+    assert text.count("| later | not run yet |") == 3  # summary, worst case, budget per setting
     assert "| none | 0.99 | 0.60 | 0 (harmful before attack) | 0 (harmful before attack) |" in text
     assert "| weak | 0.70 | 0.60 | 0 (harmful before attack) |" in text   # not 8: it never held
     assert "| none | not attacked |" in text and "| sft | > 8 |" in text

@@ -172,6 +172,9 @@ def markdown(config, data: dict, plots: list[str], drift: dict | None = None, un
               "|---|---|" + "---|" * len(scores) + "---|---|---|"]
     for name, d in data.items():
         base = d["defended"] or {}
+        if not base:  # a run stopped before this defense (defenses run in the order listed)
+            lines.append(f"| {name} |" + " not run yet |" * (4 + len(scores)))
+            continue
         lines.append(f"| {name} | {_fmt_range(base, 'harmful_rate')} | "
                      + "".join(f"{_fmt(base.get(k))} | " for k in scores)
                      + f"{_fmt_range(base, 'benign_score')} | "
