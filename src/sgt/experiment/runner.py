@@ -188,8 +188,6 @@ class Experiment:
         defended models and results. Files are hard-linked where the file system allows, so a reused
         model costs no disk."""
         other, models, results = Path(other), 0, 0
-        if not (other / "config.yaml").is_file():
-            raise UserError(f"--reuse {other}: not an sgt run folder (it has no config.yaml)")
         for defense in self.defenses:
             source, target = other / "defenses" / defense.name, self.out / "defenses" / defense.name
             state = _read_marker(source / "defense.json")
@@ -423,8 +421,6 @@ def run_from_cli(path: str, out: str, dry_run: bool = False, force: bool = False
             raise UserError(f"the config has {len(experiment.problems)} problem(s), listed above")
         return None
     experiment.raise_problems()
-    if reuse and not (Path(reuse) / "config.yaml").is_file():
-        raise UserError(f"--reuse {reuse}: not an sgt run folder (it has no config.yaml); name a finished run's --out")
     return run_experiment(config, out, force=force, experiment=experiment, reuse=reuse)
 
 
@@ -471,6 +467,8 @@ def run_experiment(config: ExperimentConfig, out: str | Path, force: bool = Fals
     from ..utils import OUTPUT_MARKER, check_output
 
     out = Path(out)
+    if reuse and not (Path(reuse) / "config.yaml").is_file():
+        raise UserError(f"--reuse {reuse}: not an sgt run folder (it has no config.yaml); name a finished run's --out")
     experiment = experiment or Experiment(config, out)
     if (out / "config.yaml").is_file() and not (out / OUTPUT_MARKER).exists():
         (out / OUTPUT_MARKER).write_text("run", encoding="utf-8")  # a run folder of an older sgt
