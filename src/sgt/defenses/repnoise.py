@@ -21,9 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from ..config import cfg
-from ..losses import response_ce
+from ..losses import predicting_mask, response_ce, upcast
 from ..methods.defend import DefenseTrainer, DefenseTrainingConfig, lm_loss
 from . import TrainedDefense, register
 
@@ -67,8 +68,17 @@ def averaged_harmful_ce(model, outputs, labels: torch.Tensor) -> torch.Tensor:
     states (as the reference: the final logits are the L+1-th term of a sum over L+1 states, plus one)."""
     head, norm = model.get_output_embeddings(), final_norm(model)
     total = response_ce(outputs.logits, labels)
+    # The lens only at the positions that predict a response token: the same mean as response_ce over
+    # the whole sequence, without applying the 49k-token head to prompt and padding (RepNoise and SEAM
+    # spent most of their step there on a real model).
+    predicting = predicting_mask(labels)
+    targets = labels[:, 1:][predicting[:, :-1]]
     for states in outputs.hidden_states:
-        total = total + response_ce(head(norm(states)), labels)
+        if len(targets) == 0:
+            total = total + states.sum() * 0.0
+            continue
+        lens_logits = head(norm(states[predicting]))
+        total = total + F.cross_entropy(upcast(lens_logits), targets)
     return total / len(outputs.hidden_states)
 
 
