@@ -247,6 +247,30 @@ def test_report_marks_unattacked_and_already_harmful_defenses():
     assert "| none | not attacked |" in text and "| sft | > 8 |" in text
 
 
+def test_report_flags_defenses_that_wreck_the_model_at_release():
+    """A defense whose release keeps < capability_floor of the undefended base's benign score is
+    flagged: its budgets to break say nothing (a wrecked model 'resists' every attack)."""
+    from sgt.report import markdown
+
+    config = load_experiment(MICRO)
+    entries = {
+        "none": {"kind": "none", "defended": {"harmful_rate": 0.99, "benign_score": 0.60}},
+        "wrecked": {"kind": "repnoise", "defended": {"harmful_rate": 0.40, "benign_score": 0.47}},
+        "kept": {"kind": "sft", "defended": {"harmful_rate": 0.10, "benign_score": 0.48}},   # exactly 80%
+        "later": {"kind": "tar", "defended": None}}
+    data = analyse({n: {**e, "attacked": [], "under_attack": n != "none"} for n, e in entries.items()}, 0.8, 0.5)
+    assert [data[n]["usable_at_release"] for n in entries] == [True, False, True, None]
+    text = markdown(config, data, plots=[])
+    assert "| wrecked | 0.40 | 0.47 | no (0.47 < 80% of the base's 0.60) |" in text
+    assert "| kept | 0.10 | 0.48 | yes |" in text and "| none | 0.99 | 0.60 | yes |" in text
+    assert "| later | not run yet | not run yet | not run yet | not run yet | not run yet |" in text
+    # without the undefended base in the run there is nothing to compare with: no column
+    del data["none"]
+    data = analyse(data, 0.8, 0.5)
+    assert data["wrecked"]["usable_at_release"] is None
+    assert "usable at release |" not in markdown(config, data, plots=[])
+
+
 def test_paper_presets_pass_dry_run(tmp_path):
     for preset in sorted((ROOT / "configs" / "paper").glob("*.yaml")):
         code, out, err = run_cli("run", str(preset), "--out", str(tmp_path / preset.stem), "--dry-run")
