@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -78,6 +79,16 @@ def test_layers_must_exist():
 # --------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------
+
+
+def test_anchor_after_attack_is_logged(toy_micro, trigger_dir, tmp_path):
+    """attack_steps > 0: metrics.json shows the attract term at the simulated-attack weights next to the
+    plain one, so a user can see whether the anchor survives the inner attack."""
+    config = align_config(toy_micro, trigger_dir, tmp_path / "anchored", epochs=1, logging_steps=1,
+                          attack_steps=1, attack_lr=3e-4)
+    history = align_model(config)["component_history"]
+    logged = [row["attract_after_attack"] for row in history if "attract_after_attack" in row]
+    assert len(logged) == len(history) and all(math.isfinite(v) and v > 0 for v in logged)
 
 
 @pytest.mark.slow

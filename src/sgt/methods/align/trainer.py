@@ -49,7 +49,7 @@ from ...trigger import SafetyTrigger, remove_trigger_positions
 from ...utils import is_main_process, output_dir, seed_everything, write_jsonl
 from .config import AlignConfig
 
-COMPONENTS = ("attract", "repel", "benign_ce", "harmful_ce")
+COMPONENTS = ("attract", "repel", "benign_ce", "harmful_ce", "attract_after_attack")
 
 
 # ---------------------------------------------------------------------------------------------
