@@ -6,7 +6,7 @@ Numbers a reader needs to judge a defense:
     both over all attacks and capability-bounded (only attacked models that keep at least
     `capability_floor` of the defended model's benign score - wrecking the model is no win);
   * whether the defended model is usable at all: its benign score at release against `capability_floor`
-    of the undefended base's (the `none` defense), since a defense that wrecks the model "resists"
+    of the undefended base's, since a defense that wrecks the model "resists"
     every attack;
   * the budget to break: the smallest budget whose worst-case harmful rate reaches `break_threshold`.
 Seeds of the same cell are averaged before the worst case is taken.
@@ -28,7 +28,9 @@ def collect(out: Path, config, cells: list, copies: dict | None = None) -> dict:
     """Per defense: the defended result and the attacked cells, averaged over the defense's trained
     copies (defense seeds) and the attack seeds. `cells` are the attack grid's cells (objects with id,
     shots and setting); `copies` maps a defense name to its copies' (folder, seed) (default: one copy)."""
-    data, unreadable = {}, []
+    from .defenses import defense_kinds
+
+    data, unreadable, kinds = {}, [], defense_kinds()
 
     def read(path: Path) -> dict | None:
         if not path.is_file():
@@ -63,7 +65,8 @@ def collect(out: Path, config, cells: list, copies: dict | None = None) -> dict:
                              "drift": _mean_curve([r.get("drift") for r in results]),
                              **({"curve": _mean_points([r.get("curve") for r in results])}
                                 if any(r.get("curve") for r in results) else {})})
-        data[name] = {"kind": str(spec.get("defense") or spec.get("name")), "defended": _slim(defended),
+        kind = kinds.get(str(spec.get("defense") or spec.get("name")))
+        data[name] = {"undefended": getattr(kind, "undefended", False), "defended": _slim(defended),
                       "attacked": attacked, "under_attack": spec.get("attacked", True)}
     return data, unreadable
 
@@ -100,9 +103,10 @@ def analyse(data: dict, floor: float, threshold: float) -> dict:
 
 
 def release_reference(data: dict) -> float | None:
-    """The undefended base's benign score (the `none` defense), which a usable defense must keep."""
+    """The undefended base's benign score (a defense whose class is `undefended`), which a usable
+    defense must keep."""
     for entry in data.values():
-        if entry.get("kind") == "none" and (entry["defended"] or {}).get("benign_score") is not None:
+        if entry.get("undefended") and (entry["defended"] or {}).get("benign_score") is not None:
             return entry["defended"]["benign_score"]
     return None
 

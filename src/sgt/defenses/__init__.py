@@ -53,6 +53,8 @@ class Defense:
 
     kind = ""
     summary = ""
+    # True for the model as released: the report measures every defense's capability against it
+    undefended = False
 
     def __init__(self, name: str, settings: dict, context: DefenseContext):
         self.name, self.context = name, context

@@ -12,6 +12,7 @@ from . import Defense, register
 class NoDefense(Defense):
     kind = "none"
     summary = "base model as is"
+    undefended = True
 
     def __init__(self, name: str, settings: dict, context):
         super().__init__(name, settings, context)
