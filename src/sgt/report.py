@@ -6,8 +6,7 @@ Numbers a reader needs to judge a defense:
     both over all attacks and capability-bounded (only attacked models that keep at least
     `capability_floor` of the defended model's benign score - wrecking the model is no win);
   * whether the defended model is usable at all: its benign score at release against `capability_floor`
-    of the undefended base's, since a defense that wrecks the model "resists"
-    every attack;
+    of the undefended base's, since a defense that wrecks the model "resists" every attack;
   * the budget to break: the smallest budget whose worst-case harmful rate reaches `break_threshold`.
 Seeds of the same cell are averaged before the worst case is taken.
 """
@@ -65,8 +64,8 @@ def collect(out: Path, config, cells: list, copies: dict | None = None) -> dict:
                              "drift": _mean_curve([r.get("drift") for r in results]),
                              **({"curve": _mean_points([r.get("curve") for r in results])}
                                 if any(r.get("curve") for r in results) else {})})
-        kind = kinds.get(str(spec.get("defense") or spec.get("name")))
-        data[name] = {"undefended": getattr(kind, "undefended", False), "defended": _slim(defended),
+        defense_class = kinds.get(str(spec.get("defense") or spec.get("name")))
+        data[name] = {"undefended": getattr(defense_class, "undefended", False), "defended": _slim(defended),
                       "attacked": attacked, "under_attack": spec.get("attacked", True)}
     return data, unreadable
 
