@@ -142,6 +142,47 @@ def test_interrupted_run_resumes_losing_only_the_cell_in_progress(toy_micro, tmp
     assert next(p for p in out.glob("attacks/*/*/result.json") if p.parent.name == done[0]).stat().st_mtime == first
 
 
+@pytest.mark.slow
+def test_a_run_killed_inside_a_trained_defense_continues_from_its_checkpoint(toy_micro, tmp_path, monkeypatch):
+    """Baselines train for an hour or more on a real model: a killed `sgt run` must not start them over."""
+    import sgt.launch
+    import sgt.methods.defend as defend
+
+    config = load_experiment(MICRO, micro_overrides(
+        toy_micro, "defenses=[{name: booster, rows: 16, batch_size: 4, max_length: 96, epochs: 1, save_steps: 2}]",
+        "attack.shots=[4]", "attack.skip_broken=true"))
+    real, steps = defend.check_finite, []
+
+    def record(loss, step, stop_at=None):
+        steps.append(step)
+        if step == stop_at:
+            raise KeyboardInterrupt
+        return real(loss, step)
+
+    monkeypatch.setattr(defend, "check_finite", lambda loss, step: record(loss, step, stop_at=3))
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, tmp_path / "run")
+    assert steps == [1, 2, 3]
+    steps.clear()
+    monkeypatch.setattr(defend, "check_finite", record)
+    run_experiment(config, tmp_path / "run")
+    assert steps == [3, 4]  # continued after checkpoint-2, not from step 1
+    metrics = json.loads((tmp_path / "run" / "defenses" / "booster" / "model" / "metrics.json").read_text())
+    assert metrics["steps"] == 4
+
+    # Under a launcher the same decision travels to `sgt defend` in the stage's settings.
+    from sgt.defenses import DefenseContext, make_defense
+
+    partial = tmp_path / "again" / "model.partial" / "checkpoints" / "checkpoint-2"
+    partial.mkdir(parents=True)
+    sent = {}
+    monkeypatch.setattr(sgt.launch, "run_stage", lambda command, stage, *a: sent.update(stage.settings))
+    context = DefenseContext(base_model="m", defense_data={"data": "d"}, format="plain", dtype="float32", seed=0,
+                             trust_remote_code=False, progress=False, launcher=["accelerate", "launch"])
+    make_defense({"name": "booster", "save_steps": 2}, context).apply(tmp_path / "again")
+    assert sent["resume"] is True
+
+
 def test_each_defense_is_trained_just_before_its_own_rows(toy_micro, tmp_path, monkeypatch):
     """A run stopped during the first defense's attacks has not trained the later defenses: an
     interrupted run leaves whole rows (defense, evaluation, attacks), not many models and no numbers."""

@@ -137,7 +137,7 @@ def test_resume_continues_from_the_last_checkpoint(toy_micro, trigger_dir, tmp_p
     import sgt.methods.align.trainer as stage2
 
     out = tmp_path / "resumed"
-    config = align_config(toy_micro, trigger_dir, out, epochs=1, save_steps=10, rows=160)
+    config = align_config(toy_micro, trigger_dir, out, epochs=1, save_steps=5, rows=160)
     real = stage2.check_finite
     calls = {"n": 0}
 
@@ -152,6 +152,7 @@ def test_resume_continues_from_the_last_checkpoint(toy_micro, trigger_dir, tmp_p
         align_model(config)
     partial = out.with_name(out.name + ".partial")
     assert (partial / "checkpoints" / "checkpoint-10").is_dir() and not out.exists()
+    assert not (partial / "checkpoints" / "checkpoint-5").exists()  # only the newest is kept
     calls["n"] = 0
 
     def count(loss, step):
@@ -159,7 +160,7 @@ def test_resume_continues_from_the_last_checkpoint(toy_micro, trigger_dir, tmp_p
         return real(loss, step)
 
     monkeypatch.setattr(stage2, "check_finite", count)
-    metrics = align_model(align_config(toy_micro, trigger_dir, out, epochs=1, save_steps=10, rows=160, resume=True))
+    metrics = align_model(align_config(toy_micro, trigger_dir, out, epochs=1, save_steps=5, rows=160, resume=True))
     assert metrics["steps"] == 20 and calls["n"] == 10  # only steps 11-20 ran again
     assert (out / "model.safetensors").is_file() and not partial.exists()
 

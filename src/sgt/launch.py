@@ -20,13 +20,19 @@ def stage_done(config) -> bool:
     return bool(config.out) and (Path(config.out) / "metrics.json").is_file()
 
 
+def resumable(config):
+    """`config` with resume on when an interrupted run of it left Trainer checkpoints to continue from."""
+    checkpoints = partial_dir(config.out) / "checkpoints"
+    if hasattr(config, "resume") and getattr(config, "save_steps", 0) and any(checkpoints.glob("checkpoint-*")):
+        return dataclasses.replace(config, resume=True)
+    return config
+
+
 def run_stage(command: str, config, function, launcher: list[str] | None, folder: Path):
     """Run `function(config)` (the CLI verb `command`) unless its output is complete; resume if possible."""
     if stage_done(config):
         return None
-    checkpoints = partial_dir(config.out) / "checkpoints"
-    if hasattr(config, "resume") and getattr(config, "save_steps", 0) and any(checkpoints.glob("checkpoint-*")):
-        config = dataclasses.replace(config, resume=True)
+    config = resumable(config)
     if not launcher:
         return function(config)
     from .config import save_config

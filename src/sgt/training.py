@@ -41,7 +41,7 @@ class OptimFields:
     seed: int = cfg(42, "Random seed (data order, sampling, initialisation).")
     dtype: str = cfg("auto", "Weights dtype: auto (bf16 on CUDA, fp32 on CPU), bfloat16, float16 or float32.")
     logging_steps: int = cfg(10, "Log losses every N optimiser steps.")
-    save_steps: int = cfg(0, "Save a Trainer checkpoint every N steps into OUT.partial/checkpoints (0: none); "
+    save_steps: int = cfg(0, "Save a Trainer checkpoint every N steps into OUT.partial/checkpoints, keeping only the newest (0: none); "
                               "an interrupted run then continues with --resume.")
     resume: bool = cfg(False, "Resume from the last checkpoint in OUT.partial/checkpoints (needs save_steps).")
     progress: bool = cfg(True, "Show progress bars.")
@@ -96,6 +96,10 @@ def training_arguments(config: OptimFields, output_dir: str | Path, num_rows: in
         logging_first_step=True,
         save_strategy="steps" if config.save_steps else "no",
         save_steps=config.save_steps or 500,
+        # Resuming needs only the newest checkpoint; older ones (1.6 GB each with Adam state on a
+        # 135M model) would pile up until the stage ends. Trainer deletes the old one after the new
+        # one is fully written, so an interrupt during a save still leaves one to resume from.
+        save_total_limit=1,
         save_only_model=False,
         report_to="none",
         disable_tqdm=not config.progress,

@@ -124,22 +124,27 @@ class TrainedDefense(Defense):
         """Train (in this process, or under the experiment's launcher via `sgt defend`)."""
         import dataclasses
 
-        from ..launch import run_stage
+        from ..launch import resumable, run_stage
         from .defend import DefendConfig, run_defend
 
         out = folder / "model"
+        # A killed run left checkpoints: continue from them (in this process, or via `sgt defend`).
+        config = resumable(dataclasses.replace(self.config, out=str(out)))
         if not self.context.launcher:
-            self.train(str(out))
+            self._train(config)
             return str(out)
-        command = DefendConfig(defense=self.kind, out=str(out), settings=dataclasses.asdict(self.config))
+        command = DefendConfig(defense=self.kind, out=str(out), settings=dataclasses.asdict(config))
         run_stage("defend", command, run_defend, self.context.launcher, folder)
         return str(out)
 
     def train(self, out: str) -> dict:
+        """Train into `out` (`sgt defend`); resumes only when the settings say resume."""
         import dataclasses
 
+        return self._train(dataclasses.replace(self.config, out=out))
+
+    def _train(self, config) -> dict:
         from ..launch import stage_done
         from ..methods.defend import train_defense
 
-        config = dataclasses.replace(self.config, out=out)
         return {} if stage_done(config) else train_defense(config, self.trainer_class)
