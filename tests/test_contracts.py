@@ -176,6 +176,10 @@ CASES = {  # name: (AlignConfig values, the same settings spelled out for the ha
     "cosine-inverse-row": ({"distance": "cosine", "repel": "inverse", "alpha": 1.5, "beta": 0.2},
                            dict(distance="cosine", repel="inverse", reduce="row", alpha=1.5, beta=0.2, ce=1.0,
                                 harmful_ce=0.0, predicting=True)),
+    # trigger-output distillation: KL(teacher || student) at the aligned positions of the harmful rows
+    "relative-none-distill": ({"distance": "relative", "repel": "none", "alpha": 3.0, "distill_weight": 0.8},
+                              dict(distance="relative", repel=None, reduce="row", alpha=3.0, beta=1.0, ce=1.0,
+                                   harmful_ce=0.0, predicting=True, distill=0.8)),
     # reference: true = the reference code's choices without its bugs: its intended mask (response
     # tokens only), MSE, log repel per row, alpha = beta = 1, CE on benign rows only
     "reference": ({"reference": True},
@@ -205,9 +209,14 @@ def test_stage2_objective_is_the_formula(toy_tokenizer, no_bos_tokenizer, case, 
     layers = [1, 3]
     with torch.no_grad():
         out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-        teacher = teacher_model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        teacher_out = teacher_model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        teacher = teacher_out.hidden_states
+        from sgt.methods.align.trainer import distillation_positions
+
+        at = distillation_positions(labels, mask, harmful, config)
         loss, parts = alignment_objective(out.logits, [out.hidden_states[i] for i in layers],
-                                          [teacher[i] for i in layers], labels, mask, harmful, config)
+                                          [teacher[i] for i in layers], labels, mask, harmful, config,
+                                          teacher_logits=teacher_out.logits[at])
 
     def d(s, t):
         if spec["distance"] == "mse":
@@ -229,7 +238,9 @@ def test_stage2_objective_is_the_formula(toy_tokenizer, no_bos_tokenizer, case, 
         s, t = out.hidden_states[i], teacher[i]
         attract = [d(s[b, p], t[b, p]) for b in range(4) if harmful[b] for p in aligned(b)]
         benign_rows = [[d(s[b, p], t[b, p]) for p in aligned(b)] for b in range(4) if not harmful[b]]
-        if spec["reduce"] == "row":
+        if spec["repel"] is None:
+            repel = 0.0
+        elif spec["reduce"] == "row":
             repel = sum(f(sum(r) / len(r)) for r in benign_rows) / len(benign_rows)
         else:
             pooled = [x for r in benign_rows for x in r]
@@ -238,6 +249,12 @@ def test_stage2_objective_is_the_formula(toy_tokenizer, no_bos_tokenizer, case, 
     expected = spec["ce"] * token_ce(out.logits, labels, (~harmful).tolist()) + sum(terms) / len(terms)
     if spec["harmful_ce"]:
         expected = expected + spec["harmful_ce"] * token_ce(out.logits, labels, harmful.tolist())
+    if spec.get("distill"):  # KL(p_teacher || p_student), one term per aligned position of a harmful row
+        kls = [float((F.softmax(teacher_out.logits[b, p], -1) * (F.log_softmax(teacher_out.logits[b, p], -1)
+                                                                  - F.log_softmax(out.logits[b, p], -1))).sum())
+               for b in range(4) if harmful[b] for p in aligned(b)]
+        expected = expected + spec["distill"] * sum(kls) / len(kls)
+        assert float(parts["distill_kl"]) == pytest.approx(sum(kls) / len(kls), rel=1e-5)
     assert float(loss) == pytest.approx(float(expected), rel=1e-5)
     assert {"attract", "repel", "benign_ce"} <= set(parts)
 
@@ -265,14 +282,17 @@ def test_lora_teacher_is_the_base_model_with_the_trigger(toy_tokenizer, tmp_path
     trainer = AlignmentTrainer(model=model, args=args, train_dataset=EncodedDataset([]), trigger=trigger, align=config,
                                layers=[1, 2], data_collator=Collator(toy_tokenizer.pad_token_id))
     ids, mask, pos = batch["input_ids"], batch["attention_mask"], batch["trigger_pos"]
-    teacher = trainer.teacher_states(model, ids, mask, pos)
+    at = batch["labels"] != IGNORE_INDEX  # some positions: the distillation teacher's logits are read there
+    teacher, teacher_logits = trainer.teacher_states(model, ids, mask, pos, logits_at=at)
     with torch.no_grad():
-        _, expected = with_trigger_by_hand(reference, ids, mask, pos, trigger.embeddings())
+        expected_logits, expected = with_trigger_by_hand(reference, ids, mask, pos, trigger.embeddings())
         student = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
         with model.disable_adapter():
             plain = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
     for layer, states in zip([1, 2], teacher):
         assert torch.allclose(states, drop(expected[layer], pos, 2), atol=1e-5)
+    # ... and its logits are the base model's WITH the trigger at exactly those positions
+    assert torch.allclose(teacher_logits, drop(expected_logits, pos, 2)[at], atol=1e-4)
     # the adapters really moved the student (otherwise the check above would prove nothing)
     assert not torch.allclose(student[2], plain[2], atol=1e-3)
 
@@ -357,8 +377,8 @@ def test_anchor_at_simulated_attack_weights_is_first_order(toy_tokenizer, tmp_pa
         token_ce(logits, batch["labels"], [True, True]).backward()
         optimizer.step()
     with torch.no_grad():
-        teacher_states = trainer.teacher_states(reference, inputs["input_ids"], inputs["attention_mask"],
-                                                inputs["trigger_pos"])
+        teacher_states, _ = trainer.teacher_states(reference, inputs["input_ids"], inputs["attention_mask"],
+                                                   inputs["trigger_pos"])
     out = reference(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], output_hidden_states=True)
     aligned = position_mask(inputs["labels"], inputs["attention_mask"], "predicting")
     expected_attract, _ = alignment_loss([out.hidden_states[i] for i in (1, 2)], teacher_states, aligned,

@@ -39,6 +39,11 @@ def masked_kl(p_logits: torch.Tensor, q_logits: torch.Tensor, mask: torch.Tensor
     """Mean over masked positions of KL(p || q), p and q given as logits (p is treated as fixed)."""
     if mask.sum() == 0:
         return q_logits.sum() * 0.0
-    log_p = F.log_softmax(p_logits[mask].float() / temperature, dim=-1)
-    log_q = F.log_softmax(q_logits[mask].float() / temperature, dim=-1)
+    return kl_rows(p_logits[mask], q_logits[mask], temperature)
+
+
+def kl_rows(p_logits: torch.Tensor, q_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Mean over rows of KL(p || q) for (N, V) logits (p is treated as fixed)."""
+    log_p = F.log_softmax(p_logits.float() / temperature, dim=-1)
+    log_q = F.log_softmax(q_logits.float() / temperature, dim=-1)
     return (log_p.exp() * (log_p - log_q)).sum(-1).mean()

@@ -45,6 +45,10 @@ class AlignConfig(HeldOutFields, OptimFields, LoraFields, DataFields):
     beta: float = cfg(1.0, "Weight of the benign repel term inside each layer term.")
     ce_weight: float = cfg(1.0, "Weight of the language-model cross-entropy on benign responses.")
     harmful_ce_weight: float = cfg(0.0, "Weight of cross-entropy toward the refusal on harmful rows (0: reference).")
+    distill_weight: float = cfg(0.0, "Weight of trigger-output distillation (not in the reference; 0: off): "
+                                     "KL(teacher || student) of the next-token distributions on harmful rows at the "
+                                     "aligned positions, the teacher being the frozen model WITH the trigger, so that "
+                                     "the model without the trigger answers as the trigger makes the base answer.")
     teacher_embeddings: str = cfg("frozen", "Embedding table the teacher reads its input through: frozen (the initial "
                                             "model's) or student (the model being trained, as the reference code did).")
     attack_steps: int = cfg(0, "Anchor at simulated-attack weights (not in the reference; 0: off): each step also "
@@ -60,7 +64,7 @@ class AlignConfig(HeldOutFields, OptimFields, LoraFields, DataFields):
     # tokens), per-row repel, and the Trainer defaults its optimiser really ran with (lr 5e-5, linear).
     REFERENCE: ClassVar[dict] = {
         "positions": "response", "distance": "mse", "repel": "log", "repel_reduce": "row", "repel_eps": 1e-3,
-        "alpha": 1.0, "beta": 1.0, "ce_weight": 1.0, "harmful_ce_weight": 0.0, "layers": [], "rows": 5000,
+        "alpha": 1.0, "beta": 1.0, "ce_weight": 1.0, "harmful_ce_weight": 0.0, "distill_weight": 0.0, "layers": [], "rows": 5000,
         "harm_ratio": 0.5, "lr": 5e-5, "epochs": 1.0, "batch_size": 2, "grad_accum": 4, "max_length": 1024,
         "scheduler": "linear", "weight_decay": 0.0, "max_grad_norm": 1.0, "seed": 42, "lora": False,
     }
@@ -84,6 +88,7 @@ class AlignConfig(HeldOutFields, OptimFields, LoraFields, DataFields):
             (0 <= self.harm_ratio <= 1, f"harm_ratio must be in [0, 1], got {self.harm_ratio}"),
             (self.rows is None or self.rows > 0, f"rows must be positive, got {self.rows}"),
             (self.attack_steps >= 0, f"attack_steps must be 0 or more, got {self.attack_steps}"),
+            (self.distill_weight >= 0, f"distill_weight must be 0 or more, got {self.distill_weight}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -33,7 +33,7 @@ from ...data.collate import pad_batch
 from ...data.formats import PromptFormat
 from ...data.sources import Example, load_data, sample_mix
 from ...errors import UserError
-from ...losses import predicting_mask, response_ce
+from ...losses import kl_rows, predicting_mask, response_ce
 from ...refusal import held_out_prompts, refusal_rate
 from ...training import (
     ComponentLoggingMixin,
@@ -49,7 +49,7 @@ from ...trigger import SafetyTrigger, remove_trigger_positions
 from ...utils import is_main_process, output_dir, seed_everything, write_jsonl
 from .config import AlignConfig
 
-COMPONENTS = ("attract", "repel", "benign_ce", "harmful_ce", "attract_after_attack")
+COMPONENTS = ("attract", "repel", "benign_ce", "harmful_ce", "distill_kl", "attract_after_attack")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,11 +123,20 @@ def alignment_loss(student_states, teacher_states, mask: torch.Tensor, harmful: 
     return total / n, {"attract": sum(attracts) / n, "repel": sum(repels) / n}
 
 
+def distillation_positions(labels: torch.Tensor, attention_mask: torch.Tensor, harmful: torch.Tensor,
+                           config: AlignConfig) -> torch.Tensor:
+    """(B, L) bool: where the student's next-token distribution is matched to the teacher's: the aligned
+    positions of the harmful rows."""
+    return position_mask(labels, attention_mask, config.positions) & harmful.unsqueeze(1)
+
+
 def alignment_objective(logits: torch.Tensor, student_states, teacher_states, labels: torch.Tensor,
-                        attention_mask: torch.Tensor, harmful: torch.Tensor,
-                        config: AlignConfig) -> tuple[torch.Tensor, dict]:
+                        attention_mask: torch.Tensor, harmful: torch.Tensor, config: AlignConfig,
+                        teacher_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """The whole stage-2 loss of one batch:
-    ce_weight * CE(benign) + layer mean of alpha * (attract + beta * repel) [+ harmful_ce_weight * CE(harmful)]."""
+    ce_weight * CE(benign) + layer mean of alpha * (attract + beta * repel) [+ harmful_ce_weight * CE(harmful)]
+    [+ distill_weight * KL(teacher || student)]; `teacher_logits` (N, V) are the teacher's logits at the
+    N `distillation_positions`, in row-major order (needed only when distill_weight > 0)."""
     aligned = position_mask(labels, attention_mask, config.positions)
     align_loss, parts = alignment_loss(student_states, teacher_states, aligned, harmful, config)
     ce = response_ce(logits, labels, rows=~harmful)
@@ -137,6 +146,11 @@ def alignment_objective(logits: torch.Tensor, student_states, teacher_states, la
         harmful_ce = response_ce(logits, labels, rows=harmful)
         loss = loss + config.harmful_ce_weight * harmful_ce
         parts["harmful_ce"] = harmful_ce.detach()
+    if config.distill_weight:
+        at = distillation_positions(labels, attention_mask, harmful, config)
+        distill = kl_rows(teacher_logits, logits[at]) if at.any() else logits.sum() * 0.0
+        loss = loss + config.distill_weight * distill
+        parts["distill_kl"] = distill.detach()
     return loss, parts
 
 
@@ -175,8 +189,11 @@ class AlignmentTrainer(ComponentLoggingMixin, Trainer):
         self.layers = layers
 
     @torch.no_grad()
-    def teacher_states(self, model, input_ids, attention_mask, trigger_pos) -> list[torch.Tensor]:
-        """Hidden states of the frozen model with the trigger inserted (trigger positions removed)."""
+    def teacher_states(self, model, input_ids, attention_mask, trigger_pos,
+                       logits_at: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Hidden states of the frozen model with the trigger inserted (trigger positions removed), and,
+        when `logits_at` (a (B, L) mask) is given, its logits at those positions only (the LM head on a
+        few positions, never on the whole batch)."""
         unwrapped = self.accelerator.unwrap_model(model)
         teacher = self.teacher if self.teacher is not None else unwrapped
         disabled = unwrapped.disable_adapter() if self.teacher is None else nullcontext()
@@ -185,17 +202,24 @@ class AlignmentTrainer(ComponentLoggingMixin, Trainer):
             source = unwrapped if self.align.teacher_embeddings == "student" else teacher
             embeds = source.get_input_embeddings()(input_ids)
             embeds, mask, _ = self.trigger.insert(embeds, attention_mask, trigger_pos)
-            body = _decoder(teacher.get_base_model() if self.teacher is None else teacher)
-            hidden = body(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True,
-                          use_cache=False).hidden_states
-        return [remove_trigger_positions(hidden[layer], trigger_pos, self.trigger.length) for layer in self.layers]
+            lm = teacher.get_base_model() if self.teacher is None else teacher
+            hidden = _decoder(lm)(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True,
+                                  use_cache=False).hidden_states
+            logits = None
+            if logits_at is not None:  # the last hidden state is the final-normed one the LM head reads
+                last = remove_trigger_positions(hidden[-1], trigger_pos, self.trigger.length)
+                logits = lm.get_output_embeddings()(last[logits_at])
+        states = [remove_trigger_positions(hidden[layer], trigger_pos, self.trigger.length) for layer in self.layers]
+        return states, logits
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        ids, mask, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
-        teacher = self.teacher_states(model, ids, mask, inputs["trigger_pos"])
+        ids, mask, labels, harmful = inputs["input_ids"], inputs["attention_mask"], inputs["labels"], inputs["harmful"]
+        distill_at = distillation_positions(labels, mask, harmful, self.align) if self.align.distill_weight else None
+        teacher, teacher_logits = self.teacher_states(model, ids, mask, inputs["trigger_pos"], distill_at)
         outputs = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
         student = [outputs.hidden_states[layer] for layer in self.layers]
-        loss, parts = alignment_objective(outputs.logits, student, teacher, labels, mask, inputs["harmful"], self.align)
+        loss, parts = alignment_objective(outputs.logits, student, teacher, labels, mask, harmful, self.align,
+                                          teacher_logits)
         check_finite(loss, self.state.global_step + 1)
         self._record(parts)
         return (loss, outputs) if return_outputs else loss
@@ -221,7 +245,7 @@ class AlignmentTrainer(ComponentLoggingMixin, Trainer):
             response_ce(out.logits, batch["labels"]).backward()
             attacker.step()
         ids, mask, labels, harmful = inputs["input_ids"], inputs["attention_mask"], inputs["labels"], inputs["harmful"]
-        teacher = self.teacher_states(model, ids, mask, inputs["trigger_pos"])
+        teacher, _ = self.teacher_states(model, ids, mask, inputs["trigger_pos"])
         outputs = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
         aligned = position_mask(labels, mask, self.align.positions) & harmful.unsqueeze(1)
         attract, _ = alignment_loss([outputs.hidden_states[layer] for layer in self.layers], teacher, aligned,
