@@ -87,3 +87,46 @@ def test_cli_errors(toy_micro, tmp_path, monkeypatch):
                            "--max-length", "64", "--no-progress")
     assert code == 2 and "nan at step 3" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "y").exists() and not (tmp_path / "y.partial").exists()
+
+
+def test_validation_curve_and_keep_best(toy_micro, tmp_path):
+    """eval_steps measures the held-out refusal rate during training; keep: best keeps the trigger of the
+    best measurement (the earliest on ties), and the kept trigger really refuses that often."""
+    from sgt.data.formats import PromptFormat
+    from sgt.refusal import held_out_prompts, refusal_rate
+
+    config = trigger_config(toy_micro, tmp_path / "t", epochs=2, eval_steps=2, keep="best")
+    metrics = learn_trigger(config)
+    curve = metrics["validation_curve"]
+    steps = [point["step"] for point in curve]
+    assert steps[0] == 0 and steps[-1] == metrics["steps"] and steps[1:-1] == list(range(2, metrics["steps"], 2))
+    best = max(point["refusal_rate"] for point in curve)
+    first_best = next(point["step"] for point in curve if point["refusal_rate"] == best)
+    assert metrics["kept_step"] == first_best and metrics["refusal_rate_trigger"] == best
+    model, tokenizer = load_model(config.model, "float32"), load_tokenizer(config.model)
+    kept = SafetyTrigger.load(tmp_path / "t", model=model, fmt="plain")
+    rate, _ = refusal_rate(model, tokenizer, held_out_prompts(config, config.seed), PromptFormat(tokenizer, "plain"), kept)
+    assert rate == best
+    assert json.loads((tmp_path / "t" / "trigger.json").read_text())["kept_step"] == first_best
+
+
+def test_a_weak_trigger_stops_sgt_before_stage_2_unless_told_to_go_on(toy_micro, tmp_path, capsys):
+    from sgt.defenses import DefenseContext, make_defense
+    from sgt.errors import UserError
+
+    context = DefenseContext(base_model=str(toy_micro / "base"), defense_data={"data": str(toy_micro / "data" / "defense_train.jsonl")},
+                             format="plain", dtype="float32", seed=0, trust_remote_code=False, progress=False,
+                             launcher=None)
+    weak = {"length": 4, "tied": False, "lr": 1e-4, "epochs": 1, "batch_size": 16, "max_length": 64,
+            "eval_data": str(toy_micro / "data" / "harm_eval.jsonl"), "eval_n": 16, "min_refusal": 1.0}
+    align = {"rows": 16, "epochs": 1, "batch_size": 8, "max_length": 64}
+    defense = make_defense({"name": "sgt", "trigger": {**weak, "on_weak": "stop"}, "align": align}, context)
+    with pytest.raises(UserError, match="refuse only .* below min_refusal 100%.*on_weak: warn"):
+        defense.apply(tmp_path / "sgt")
+    assert (tmp_path / "sgt" / "trigger" / "trigger.safetensors").is_file()   # the trigger is kept
+    assert not (tmp_path / "sgt" / "model").exists()                          # stage 2 never ran
+    going_on = make_defense({"name": "sgt", "trigger": {**weak, "on_weak": "warn"}, "align": align}, context)
+    assert going_on.fingerprint() == defense.fingerprint()   # on_weak changes no result: the trigger is reused
+    going_on.apply(tmp_path / "sgt")
+    assert "WARNING: defense sgt: the trigger makes the frozen model refuse only" in capsys.readouterr().err
+    assert (tmp_path / "sgt" / "model" / "config.json").is_file()

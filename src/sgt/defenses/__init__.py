@@ -96,8 +96,10 @@ def make_defense(spec: dict, context: DefenseContext) -> Defense:
 
 
 def without_run_fields(values: dict) -> dict:
-    """Fields that do not change a stage's result (where it is written, progress bars, resuming)."""
-    return {k: v for k, v in values.items() if k not in ("out", "progress", "resume", "logging_steps", "save_steps")}
+    """Fields that do not change a stage's result (where it is written, progress bars, resuming, what a
+    weak trigger does)."""
+    return {k: v for k, v in values.items()
+            if k not in ("out", "progress", "resume", "logging_steps", "save_steps", "min_refusal", "on_weak")}
 
 
 class TrainedDefense(Defense):

@@ -49,9 +49,27 @@ class SGTDefense(Defense):
             trigger_out = str(folder / "trigger")
             run_stage("trigger", dataclasses.replace(self.trigger, out=trigger_out), learn_trigger,
                       self.context.launcher, folder)
+            self._check_trigger(Path(trigger_out))
         align = dataclasses.replace(self.align, out=str(folder / "model"), trigger=trigger_out)
         run_stage("align", align, align_model, self.context.launcher, folder)
         return align.out
+
+    def _check_trigger(self, trigger_dir: Path) -> None:
+        """Stage 2 can at best copy its teacher: a trigger that refuses too little of the held-out
+        prompts stops the defense here (on_weak: stop) or is reported loudly (warn)."""
+        from ..methods.trigger.trainer import weak_trigger
+        from ..utils import print_line, read_json
+
+        metrics = read_json(trigger_dir / "metrics.json") if (trigger_dir / "metrics.json").is_file() else {}
+        if "refusal_rate_trigger" not in metrics:
+            print_line(f"warning: defense {self.name}: the trigger was not measured on held-out prompts "
+                       "(set trigger.eval_data), so nobody knows whether it refuses")
+            return
+        problem = weak_trigger(metrics, self.trigger)
+        if problem and self.trigger.on_weak == "stop":
+            raise UserError(f"defense {self.name}: {problem}")
+        if problem:
+            print_line(f"WARNING: defense {self.name}: {problem}")
 
     def trigger_path(self, folder: Path) -> Path:
         return Path(self.align.trigger) if self.align.trigger else folder / "trigger"

@@ -31,6 +31,14 @@ class TriggerConfig(HeldOutFields, OptimFields, DataFields):
     temperature: float = cfg(1.0, "Softmax temperature of the consistency KL.")
     benign_weight: float = cfg(0.0, "Weight of KL(no trigger || trigger) on benign answers (0: off, as the reference).")
     max_rows: int | None = cfg(None, "Use at most this many training prompts (sampled with seed; default all).")
+    eval_steps: int = cfg(0, "Measure the refusal rate on eval_data every N steps (0: only before and after "
+                             "training): the validation curve of metrics.json, from which keep picks the trigger.")
+    keep: str = cfg("last", "Which trigger to keep: last (the end of training) or best (the highest refusal rate "
+                            "on eval_data among the eval_steps measurements and the end; the earliest on ties).")
+    min_refusal: float = cfg(0.9, "A trigger that makes the frozen model refuse less than this fraction of eval_data "
+                                  "is weak: stage 2 can at best copy its teacher (see on_weak).")
+    on_weak: str = cfg("warn", "What a weak trigger does: warn (a warning line; the trigger is kept) or stop "
+                               "(`sgt run` stops before stage 2 with a one-line error; the trigger is kept).")
     trust_remote_code: bool = cfg(False, "Allow model code from the hub (off: safer).")
     reference: bool = cfg(False, "Start from every setting of the reference code (fields set explicitly still win).")
     # reference optimisation defaults: plain torch AdamW (weight decay 0.01, no clipping), constant lr
@@ -58,3 +66,11 @@ class TriggerConfig(HeldOutFields, OptimFields, DataFields):
             raise UserError(f"length must be at least 1, got {self.length}")
         if self.noise_draws < 0 or self.noise_std < 0:
             raise UserError("noise_draws and noise_std must not be negative")
+        if self.keep not in ("last", "best"):
+            raise UserError(f"keep must be last or best, got {self.keep!r}")
+        if self.keep == "best" and not (self.eval_data and self.eval_steps):
+            raise UserError("keep: best chooses among validation measurements: set eval_data and eval_steps")
+        if self.on_weak not in ("warn", "stop"):
+            raise UserError(f"on_weak must be warn or stop, got {self.on_weak!r}")
+        if not 0 <= self.min_refusal <= 1 or self.eval_steps < 0:
+            raise UserError("min_refusal must be in [0, 1] and eval_steps 0 or more")

@@ -15,7 +15,7 @@ import random
 
 import torch
 from torch import nn
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
 from ...data.formats import PromptFormat
 from ...data.sources import Example, load_data
@@ -82,6 +82,29 @@ class TriggeredLM(nn.Module):
     def forward(self, **batch):
         loss, parts = trigger_loss(self.lm, self.trigger, batch, self.config)
         return {"loss": loss, **parts}
+
+
+class ValidationCurve(TrainerCallback):
+    """Every `every` steps: the refusal rate on held-out prompts with the current trigger (the validation
+    curve); with `keep_best`, the vectors of the best measurement are kept aside (the earliest on ties)."""
+
+    def __init__(self, measure, trigger: SafetyTrigger, every: int, keep_best: bool):
+        self.measure, self.trigger, self.every, self.keep_best = measure, trigger, every, keep_best
+        self.curve: list[dict] = []
+        self.last: dict | None = None   # the latest measurement: step, rate, generations, vectors
+        self.best: dict | None = None
+
+    def record(self, step: int) -> float:
+        rate, rows = self.measure(self.trigger)
+        self.curve.append({"step": step, "refusal_rate": rate})
+        self.last = {"step": step, "rate": rate, "rows": rows, "vectors": self.trigger.vectors.detach().clone()}
+        if self.keep_best and (self.best is None or rate > self.best["rate"]):
+            self.best = self.last
+        return rate
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.every and state.global_step % self.every == 0 and is_main_process():
+            self.record(state.global_step)
 
 
 class TriggerTrainer(ComponentLoggingMixin, Trainer):
@@ -152,10 +175,15 @@ def learn_trigger(config: TriggerConfig, model=None, tokenizer=None, examples: l
 
     trigger = new_trigger(model, tokenizer, fmt, config)
     metrics: dict = {"rows": len(dataset), "harmful_rows": sum(r["harmful"] for r in dataset.rows)}
+
+    def measure(with_trigger) -> tuple[float, list[dict]]:
+        return refusal_rate(model, tokenizer, held_out, fmt, with_trigger, config.eval_max_new_tokens)
+
+    curve = ValidationCurve(measure, trigger, config.eval_steps if held_out else 0, config.keep == "best")
     if held_out and is_main_process():
         model.to(default_device())
-        metrics["refusal_rate_no_trigger"], _ = refusal_rate(model, tokenizer, held_out, fmt, None, config.eval_max_new_tokens)
-        metrics["refusal_rate_initial_trigger"], _ = refusal_rate(model, tokenizer, held_out, fmt, trigger, config.eval_max_new_tokens)
+        metrics["refusal_rate_no_trigger"] = measure(None)[0]
+        metrics["refusal_rate_initial_trigger"] = curve.record(0)
 
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -163,14 +191,32 @@ def learn_trigger(config: TriggerConfig, model=None, tokenizer=None, examples: l
     # the wrapper handles checkpointing itself (the Trainer cannot enable it on a plain nn.Module)
     train_config = dataclasses.replace(config, gradient_checkpointing=False)
     with output_dir(config.out, keep_partial=config.save_steps > 0, kind="trigger") as work:
-        result = train_rows(wrapper, tokenizer, dataset, train_config, work, trainer_class=TriggerTrainer)
+        result = train_rows(wrapper, tokenizer, dataset, train_config, work, trainer_class=TriggerTrainer,
+                            callbacks=[curve])
         trained = result["trainer"].accelerator.unwrap_model(result["model"]).trigger
         metrics.update(result["metrics"])
         metrics["component_history"] = component_history(result["trainer"], COMPONENTS)
+        kept_step = metrics["steps"]
         if held_out and is_main_process():  # under torchrun/accelerate, rank 0 evaluates and writes
-            rate, rows = refusal_rate(model, tokenizer, held_out, fmt, trained, config.eval_max_new_tokens)
-            metrics["refusal_rate_trigger"] = rate
-            write_jsonl(work / "eval_generations.jsonl", rows)
-        trained.metadata.update({"steps": metrics["steps"]})
+            if curve.last["step"] != metrics["steps"]:
+                curve.record(metrics["steps"])
+            kept = curve.best or curve.last
+            with torch.no_grad():
+                trained.vectors.copy_(kept["vectors"])
+            kept_step = kept["step"]
+            metrics.update(refusal_rate_trigger=kept["rate"], validation_curve=curve.curve, kept_step=kept_step)
+            write_jsonl(work / "eval_generations.jsonl", kept["rows"])
+        trained.metadata.update({"steps": metrics["steps"], "kept_step": kept_step})
         finish_stage(work, config, metrics, save=trained.save)
     return metrics
+
+
+def weak_trigger(metrics: dict, config: TriggerConfig) -> str | None:
+    """A one-line description of why the trigger is weak (refuses less than min_refusal of the held-out
+    prompts), or None when it is strong enough or was not measured."""
+    rate = metrics.get("refusal_rate_trigger")
+    if rate is None or rate >= config.min_refusal:
+        return None
+    return (f"the trigger makes the frozen model refuse only {rate:.0%} of the held-out prompts ({config.eval_data}), "
+            f"below min_refusal {config.min_refusal:.0%}, and stage 2 can at best copy it: train it longer (epochs, "
+            "lr), choose it on validation (eval_steps + keep: best), or set on_weak: warn to go on anyway")
