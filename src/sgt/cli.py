@@ -72,6 +72,9 @@ def _commands() -> list[Command]:
                 lazy("defenses.defend", "DefendConfig"), runner("defenses.defend", "run_defend")),
         Command(("drift",), "Representation drift: per-layer distance of models' harmful-prompt states to base + trigger.",
                 lazy("evaluation.drift", "DriftConfig"), runner("evaluation.drift", "measure_drift")),
+        Command(("diagnose",), "Why an aligned model does (not) refuse like base + trigger: next-token KL, top-1 "
+                               "agreement and refusal rates at the position that decides, per prompt set.",
+                lazy("evaluation.diagnosis", "DiagnoseConfig"), runner("evaluation.diagnosis", "run_diagnosis")),
         Command(("eval", "benign"), "Benign capability: lm-evaluation-harness tasks and exact-match files.",
                 lazy("evaluation.benign", "BenignEvalConfig"), runner("evaluation.benign", "evaluate_benign")),
     ]

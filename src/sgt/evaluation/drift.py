@@ -27,8 +27,11 @@ from ..errors import UserError
 
 
 @torch.no_grad()
-def last_prompt_states(model, tokenizer, prompts: list[str], fmt, trigger=None, batch_size: int = 32) -> torch.Tensor:
-    """(n_prompts, n_layers, hidden) states at the last prompt position (trigger inserted if given)."""
+def at_last_prompt_position(model, tokenizer, prompts: list[str], fmt, trigger=None, batch_size: int = 32,
+                            what: str = "states") -> torch.Tensor:
+    """What the model computes at the last prompt position (the one that predicts the first answer token),
+    trigger inserted if given: `states` (n_prompts, n_layers, hidden), hidden_states[1:], or `logprobs`
+    (n_prompts, vocab), the next-token log-probabilities."""
     from ..data.collate import pad_batch
 
     model.eval()
@@ -41,10 +44,18 @@ def last_prompt_states(model, tokenizer, prompts: list[str], fmt, trigger=None, 
         embeds = model.get_input_embeddings()(ids)
         if trigger is not None:
             embeds, mask, _ = trigger.to(device).insert(embeds, mask, batch["trigger_pos"].to(device))
-        hidden = model(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True,
-                       use_cache=False).hidden_states
-        rows.append(torch.stack([h[:, -1].float().cpu() for h in hidden[1:]], dim=1))
+        out = model(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=what == "states",
+                    use_cache=False, logits_to_keep=1)
+        if what == "states":
+            rows.append(torch.stack([h[:, -1].float().cpu() for h in out.hidden_states[1:]], dim=1))
+        else:
+            rows.append(torch.log_softmax(out.logits[:, -1].float(), dim=-1).cpu())
     return torch.cat(rows)
+
+
+def last_prompt_states(model, tokenizer, prompts: list[str], fmt, trigger=None, batch_size: int = 32) -> torch.Tensor:
+    """(n_prompts, n_layers, hidden) states at the last prompt position (trigger inserted if given)."""
+    return at_last_prompt_position(model, tokenizer, prompts, fmt, trigger, batch_size, "states")
 
 
 def relative_distance(states: torch.Tensor, reference: torch.Tensor) -> list[float]:
