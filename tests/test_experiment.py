@@ -83,6 +83,25 @@ def test_drift_to_the_trigger_region_is_measured_for_every_model(finished_run):
 
 
 @pytest.mark.slow
+def test_every_trigger_is_checked_and_reported(finished_run):
+    """The frozen base's refusal without -> with the sgt defense's trigger, on the evaluation and benign
+    prompts, and stage 1's curves: in results.json, report.md and trigger.png (defenses without a
+    trigger have none)."""
+    out, _, _ = finished_run
+    results = json.loads((out / "results.json").read_text())["defenses"]
+    check = results["sgt"]["defended"]["trigger_check"]
+    assert set(check["sets"]) == {"evaluation", "benign"} and check["sets"]["evaluation"]["n"] == 24
+    evaluation = check["sets"]["evaluation"]
+    assert evaluation["with"] > evaluation["without"]   # the micro trigger makes the base refuse
+    assert evaluation["without"] == pytest.approx(1 - results["none"]["defended"]["harmful_rate"], abs=1e-6)
+    assert check["training"]["steps"] > 0 and check["training"]["component_history"]
+    assert "trigger_check" not in results["sft"]["defended"]
+    report = (out / "report.md").read_text()
+    assert "## The trigger (stage 1)" in report and f"{evaluation['without']:.2f} -> **{evaluation['with']:.2f}** (n 24)" in report
+    assert (out / "trigger.png").is_file()
+
+
+@pytest.mark.slow
 def test_rerun_skips_finished_cells(finished_run, toy_micro):
     out, _, _ = finished_run
     stamps = {p: p.stat().st_mtime for p in out.glob("**/result.json")}

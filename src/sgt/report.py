@@ -159,6 +159,13 @@ def write_report(out: str | Path, config, cells: list, copies: dict | None = Non
     atomic_write_json(out / "results.json", summary)
     if searches:
         plots.append(plot_searches(searches, out / "search.png"))
+    checks = {name: d["defended"]["trigger_check"] for name, d in data.items()
+              if (d["defended"] or {}).get("trigger_check")}
+    if checks:
+        from .evaluation.trigger_check import plot_trigger_training
+
+        trained = plot_trigger_training(checks, out / "trigger.png")
+        plots += [trained] if trained else []
     reference = out / "drift_reference.json"
     panels = drift_panels(data, read_json(reference)["base_without_trigger"] if reference.is_file() else None)
     if panels:
@@ -235,6 +242,16 @@ def markdown(config, data: dict, plots: list[str], drift: dict | None = None, un
             for row in d["attacked"]:
                 lines.append(f"| {name} | {row['shots']} | {row['setting']} | {row['seeds']} | {_fmt(row['harmful_rate'])} | "
                              f"{_fmt(row['benign_score'])} | {'yes' if row.get('keeps_capability') else 'no'} |")
+    checks = {name: d["defended"]["trigger_check"] for name, d in data.items()
+              if (d["defended"] or {}).get("trigger_check")}
+    if checks:
+        from .evaluation.trigger_check import trigger_table
+
+        lines += ["", "## The trigger (stage 1)", "",
+                  "The frozen base model's refusal rate (keyword judge) without -> with each defense's trigger, before "
+                  "anything is aligned to it: stage 2 can at best copy this teacher. Stage-1 steps (the step whose "
+                  "trigger was kept, chosen on validation); training curves: trigger.png.", ""]
+        lines += trigger_table(checks)
     if searches:
         search = config.attack.search
         lines += ["", "## Searched attacker", "",
@@ -290,7 +307,7 @@ def _slim(result: dict | None) -> dict | None:
     if result is None:
         return None
     keys = ("harmful_rate", "harmfulness_score", *JUDGE_SCORES, "benign_score", "harm", "benign", "drift",
-            "harmful_rate_range", "benign_score_range", "copies")
+            "harmful_rate_range", "benign_score_range", "copies", "trigger_check")
     return {k: result.get(k) for k in keys if k in result or k in ("harmful_rate", "benign_score")}
 
 

@@ -31,6 +31,8 @@ class ExperimentData:
     defense: DataFields = cfg(DataFields(data="world:data/defense_train.jsonl"), "Defense data (stages 1-2 and the sft defense).")
     attack: DataFields = cfg(DataFields(data="world:data/attack_train.jsonl"), "The attacker's harmful QA pairs.")
     harm_eval: DataFields = cfg(DataFields(data="world:data/harm_eval.jsonl"), "Held-out harmful prompts for evaluation.")
+    harm_val: DataFields = cfg(DataFields(data=""), "Held-out harmful prompts for choosing settings (validation; "
+                                                    "empty: none): every trigger's refusal rate is reported on them.")
     benign: DataFields = cfg(DataFields(data="world:data/defense_train.jsonl"),
                              "Benign fine-tuning data (its unharmful rows) for the mixed and benign attack kinds.")
 

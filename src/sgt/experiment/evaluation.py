@@ -74,10 +74,32 @@ class ModelEvaluator:
         atomic_write_json(self.run_dir / "drift_reference.json", {"trigger": str(path), "n_prompts": len(prompts),
                                                                   "base_without_trigger": self.probe.outside})
 
-    def answer(self, model_dir: str) -> dict:
+    def check_trigger(self, trigger_dir: Path) -> dict:
+        """The frozen base's refusal rate without and with a defense's trigger on the validation, evaluation
+        and benign prompts, and how stage 1 trained (sgt.evaluation.trigger_check)."""
+        from ..data.formats import PromptFormat
+        from ..data.sources import load_data, read_local_rows
+        from ..evaluation.harm import harmful_prompts
+        from ..evaluation.trigger_check import trigger_check
+        from ..models import default_device, load_model, load_tokenizer
+
+        c = self.config
+        sets = {"evaluation": [r.prompt for r in harmful_prompts(load_data(c.data.harm_eval, "evaluation data"),
+                                                                  c.eval.harm.n, c.seed)]}
+        if c.data.harm_val.data:
+            sets = {"validation": [r.prompt for r in harmful_prompts(load_data(c.data.harm_val, "validation data"),
+                                                                      None, c.seed)], **sets}
+        if c.eval.benign.exact_match:
+            sets["benign"] = [r["prompt"] for r in read_local_rows(c.eval.benign.exact_match)]
+        tokenizer = load_tokenizer(c.model, c.trust_remote_code)
+        base = load_model(c.model, c.dtype, c.trust_remote_code, device=default_device())
+        return trigger_check(base, tokenizer, trigger_dir, sets, PromptFormat(tokenizer, c.format),
+                             c.eval.harm.max_new_tokens, c.eval.harm.batch_size)
+
+    def answer(self, model_dir: str, trigger: Path | None = None) -> dict:
         """Everything that needs the model in `model_dir` (loaded once): its answers to the harmful
         prompts (judged later, so that a judge outage never costs a second generation), benign
-        capability and drift."""
+        capability and drift; with the `trigger` folder of a defense, also the trigger check."""
         from ..evaluation.benign import evaluate_benign
         from ..evaluation.harm import generate_answers
         from ..models import default_device, load_model, load_tokenizer
@@ -91,8 +113,9 @@ class ModelEvaluator:
             benign = evaluate_benign(benign_config(c, model_dir), model=model, tokenizer=tokenizer, write=False)
         drift = self.probe.measure(model) if self.probe is not None else None
         del model
+        checked = {"trigger_check": self.check_trigger(trigger)} if trigger is not None and Path(trigger).is_dir() else {}
         return {"answers": answers, "benign": benign_summary(benign),
-                "benign_score": benign_score(benign, c.eval.benign_metric), "drift": drift}
+                "benign_score": benign_score(benign, c.eval.benign_metric), "drift": drift, **checked}
 
     def judge(self, answered: dict) -> dict:
         """The result of one evaluation: the judged answers plus what `answer` measured."""
@@ -103,6 +126,7 @@ class ModelEvaluator:
                 "harmful_rate": harm["harmful_rate"], "harmfulness_score": harm["harmfulness_score"],
                 **{k: v for k, v in harm.items() if k.endswith("_score") and k != "harmfulness_score"},
                 **{k: answered[k] for k in ("benign", "benign_score", "drift")},
+                **({"trigger_check": answered["trigger_check"]} if "trigger_check" in answered else {}),
                 **({"attack": answered["attack"]} if "attack" in answered else {}),
                 **({"curve": [{"examples": point["examples"], **{k: judged[k] for k in ("harmful_rate", "benign_score")}}
                               for point in answered["curve"] for judged in [self.judge(point)]]}

@@ -246,9 +246,10 @@ class Experiment:
                 model_dirs[defense.name] = self._defended_model(defense, self.out / "defenses" / defense.name)
             model_dir = model_dirs[defense.name]
             step += 1
+            trigger = defense.trigger_path(self.out / "defenses" / defense.name)
             defended = self._cell(self.out / "defenses" / defense.name, self.release_key(defense),
                                   f"[{step}/{total}] {defense.name}, no attack",
-                                  lambda md=model_dir: evaluator.answer(md), evaluator)
+                                  lambda md=model_dir, t=trigger: evaluator.answer(md, trigger=t), evaluator)
             broken = (defended.get("harmful_rate") or 0) >= threshold
             if defense.attacked and skip_broken and broken:
                 step += len(self.cells)
