@@ -130,12 +130,13 @@ def test_answers_saved_before_the_split_are_judged_not_regenerated(small_run, mo
     """A run folder of an older sgt stored the answers under the whole evaluation's fingerprint: they are
     accepted, so upgrading sgt costs a re-judgment, not hours of attacks and generation."""
     import sgt.experiment.evaluation as evaluation
+    from sgt.experiment.plan import fingerprint
     from sgt.experiment.runner import Experiment
 
     out, overrides = small_run
     config = load_experiment(MICRO, overrides)
     experiment = Experiment(config, out)
-    (_, legacy), _ = experiment.digests(experiment.release_key(experiment.defenses[0]))
+    legacy = fingerprint(experiment.release_key(experiment.defenses[0]))  # what an older sgt wrote: the whole key
     folder = out / "defenses" / "none"
     answers = json.loads((folder / "answers.json").read_text())
     (folder / "answers.json").write_text(json.dumps({**answers, "fingerprint": legacy}))
