@@ -176,7 +176,8 @@ def write_report(out: str | Path, config, cells: list, copies: dict | None = Non
     return {"defenses": {n: {k: d[k] for k in ("budget_to_break", "budget_to_break_capability_bounded",
                                                 "usable_at_release")}
                          | {"harmful_rate": (d["defended"] or {}).get("harmful_rate"),
-                            "benign_score": (d["defended"] or {}).get("benign_score")}
+                            "benign_score": (d["defended"] or {}).get("benign_score"),
+                            "overrefusal_rate": (d["defended"] or {}).get("overrefusal_rate")}
                          for n, d in data.items()}}
 
 
