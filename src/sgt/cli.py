@@ -209,7 +209,8 @@ def _dispatch(args):
 
 def _printable(result):
     if isinstance(result, dict):
-        return {k: _printable(v) for k, v in result.items() if k not in ("loss_history", "component_history", "rows_detail", "items")}
+        hidden = ("loss_history", "component_history", "rows_detail", "items")  # long; in the output files
+        return {k: _printable(v) for k, v in result.items() if k not in hidden}
     return result
 
 

@@ -224,7 +224,8 @@ def markdown(config, data: dict, plots: list[str], drift: dict | None = None, un
                      + f"{_fmt_estimate(base, 'benign_score')} | "
                      + (f"{_usable(d, s.capability_floor, reference)} | " if usable else "")
                      + f"{_budget_over_runs(over_runs.get('plain'), d['budget_to_break'])} | "
-                     + f"{_budget_over_runs(over_runs.get('capability_bounded'), d['budget_to_break_capability_bounded'])} |")
+                     + f"{_budget_over_runs(over_runs.get('capability_bounded'), d['budget_to_break_capability_bounded'])}"
+                     + " |")
     if overrefusal:
         lines += ["", "Over-refusal: the fraction of benign prompts that sound risky (eval.overrefusal) which the model "
                   "refuses or evades, as the harm judge's refusal detection reads its answers. A defense that lowers "
@@ -318,8 +319,8 @@ def _difference_table(data: dict, reference: str, budgets: list[int]) -> list[st
     """Each defense's harmful rate minus the reference defense's, at release and per budget (worst case)."""
     if not reference or not any(d.get("vs_reference") for d in data.values()):
         if reference and reference not in data and any((d["defended"] or {}).get("intervals") for d in data.values()):
-            return ["", f"No differences are shown: the reference defense `{reference}` (report.reference_defense) is not "
-                        "in this run."]
+            return ["", f"No differences are shown: the reference defense `{reference}` (report.reference_defense) "
+                        "is not in this run."]
         return []
     lines = ["", f"## Difference from {reference}", "",
              f"Harmful rate minus {reference}'s (before attack, and worst case over attack settings at each budget), "
@@ -479,8 +480,8 @@ def plot(data: dict, out: Path, settings) -> list[str]:
             _curve(axes[0], start + worst, position, shift, linewidth=2, label=name, **style)
             bounded = sorted(d["worst_case_capability_bounded"].items())
             if bounded:
-                _curve(axes[0], [(b, v, None) for b, v, _ in start] + [(b, v, None) for b, v in bounded], position, shift,
-                       linewidth=1, linestyle="--", alpha=0.7, **style)
+                points = [(b, v, None) for b, v, _ in start] + [(b, v, None) for b, v in bounded]
+                _curve(axes[0], points, position, shift, linewidth=1, linestyle="--", alpha=0.7, **style)
             for ax, setting in zip(axes[1:], settings_list):
                 points = sorted((r["shots"], r["harmful_rate"], (r.get("intervals") or {}).get("harmful_rate"))
                                 for r in d["attacked"] if r["setting"] == setting and r["harmful_rate"] is not None)

@@ -357,7 +357,8 @@ def score_exact_match(config: BenignEvalConfig, model, tokenizer, examples, rows
                          progress=config.progress, aliases=[r.get("aliases", []) for r in rows],
                          modes=[r.get("match", "exact") for r in rows])
     # per-item correctness ('1'/'0' per row), for bootstrap intervals over items in the experiment report
-    entry = {"accuracy": result["accuracy"], "n": result["n"], "items": encode_flags(r["correct"] for r in result["rows"])}
+    entry = {"accuracy": result["accuracy"], "n": result["n"],
+             "items": encode_flags(row["correct"] for row in result["rows"])}
     generations = result["rows"]
     if column:
         groups: dict[str, list[bool]] = {}
