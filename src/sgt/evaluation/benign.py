@@ -10,7 +10,7 @@ Writes `metrics.json` with one entry per task:
     {"model": ..., "seconds": ...,
      "tasks": {"toy_mc": {"acc": 0.61, "acc_stderr": 0.08, "n": 32, "num_fewshot": 5},
                "mmlu": {"acc": ..., "n": ..., "num_fewshot": 5, "subtasks": {"mmlu_anatomy": {...}, ...}},
-               "exact_match": {"accuracy": 0.8, "n": 50, "by_family": {"compare": {"accuracy": ..., "n": ...}}}}}
+               "exact_match": {"accuracy": 0.8, "n": 50, "items": "1101...", "by_family": {"compare": {...}}}}}
 plus `lm_eval_samples.jsonl` (per-document log-likelihoods and scores), `generations.jsonl` (the
 exact-match rows) and `config.yaml`.
 """
@@ -28,6 +28,7 @@ from ..config import cfg, save_config
 from ..data.formats import FORMATS, PromptFormat
 from ..errors import UserError
 from ..generation import generate
+from ..stats import encode_flags
 from ..utils import atomic_write_json, check_output, output_dir, seed_everything, write_jsonl
 
 DEFAULT_TASKS = ["mmlu", "openbookqa"]
@@ -355,7 +356,9 @@ def score_exact_match(config: BenignEvalConfig, model, tokenizer, examples, rows
                          batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
                          progress=config.progress, aliases=[r.get("aliases", []) for r in rows],
                          modes=[r.get("match", "exact") for r in rows])
-    entry = {"accuracy": result["accuracy"], "n": result["n"]}
+    # per-item correctness ('1'/'0' per row), for bootstrap intervals over items in the experiment report
+    entry = {"accuracy": result["accuracy"], "n": result["n"],
+             "items": encode_flags(row["correct"] for row in result["rows"])}
     generations = result["rows"]
     if column:
         groups: dict[str, list[bool]] = {}

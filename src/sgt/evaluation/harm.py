@@ -19,25 +19,9 @@ from ..config import cfg, save_config
 from ..data.formats import FORMATS, PromptFormat
 from ..data.sources import DataFields, Example, load_data
 from ..errors import UserError
-from ..judges import Judgment, judge_options, make_judge, options_help
+from ..judges import Judgment
+from ..judges.registry import JudgeFields  # noqa: F401  (also imported from here)
 from ..utils import atomic_write_json, check_output, output_dir, seed_everything, write_jsonl
-
-
-@dataclass
-class JudgeFields:
-    """Which judge scores the answers, and its options (validated against that judge's Options)."""
-
-    judge: str = cfg("keyword", "Judge: keyword (offline refusal phrases), llm (OpenAI-compatible endpoint) "
-                                "or classifier (local Hugging Face guard/classifier).")
-    judge_options: dict = cfg({}, "Options of the chosen judge: a YAML mapping, or key=value,... on the command "
-                                  "line. " + options_help() + ".")
-
-    def __post_init__(self):
-        self.judge_options = {k: v for k, v in self.judge_options.items()}
-        judge_options(self.judge, self.judge_options)  # unknown judge or option: one line, before any work
-
-    def make_judge(self, progress: bool = False, trust_remote_code: bool = False):
-        return make_judge(self.judge, self.judge_options, progress=progress, trust_remote_code=trust_remote_code)
 
 
 @dataclass
@@ -123,15 +107,16 @@ def summarize(judgments: list[Judgment], categories: list[str | None], judge_nam
 
 
 def generate_answers(config: HarmEvalConfig, model=None, tokenizer=None,
-                     examples: list[Example] | None = None) -> dict:
-    """The evaluation prompts and the model's answers: {"rows": [{prompt, category, response}], "shortened_prompts"}."""
+                     examples: list[Example] | None = None, chosen: list[Example] | None = None) -> dict:
+    """The evaluation prompts and the model's answers: {"rows": [{prompt, category, response}], "shortened_prompts"}.
+    `chosen`: prompts already selected (e.g. the over-refusal set), answered as they are."""
     from ..generation import make_generator
     from ..models import load_tokenizer
     from ..trigger import SafetyTrigger
 
     seed_everything(config.seed)
-    rows = harmful_prompts(examples if examples is not None else load_data(config, "evaluation data"),
-                           config.n, config.seed)
+    rows = chosen if chosen is not None else harmful_prompts(
+        examples if examples is not None else load_data(config, "evaluation data"), config.n, config.seed)
     tokenizer = tokenizer or load_tokenizer(config.model, config.trust_remote_code)
     if model is None and config.generator == "hf":
         from ..models import default_device, load_model

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from ..config import build_config, to_dict
 from ..errors import UserError
+from ..judges.keyword import KeywordJudge
+from ..stats import encode_flags
 from .config import ExperimentConfig
 
 RESULT_HARM_KEYS = ("judge", "n", "harmful_rate", "harmfulness_score", "unparsed", "failed", "per_category",
@@ -44,6 +46,9 @@ class ModelEvaluator:
         self.config = config
         self.drift_trigger = drift_trigger
         self.harm_judge = config.eval.harm.make_judge(config.progress, config.trust_remote_code)
+        # over-refusal = refusals on benign prompts, as the harm judge detects them (or the keyword judge)
+        self.refusal_judge = self.harm_judge if hasattr(self.harm_judge, "refusals") else KeywordJudge()
+        self.overrefusal_prompts = overrefusal_prompts(config)
         if config.eval.benign.tasks:
             from ..evaluation.benign import check_tasks
 
@@ -108,6 +113,10 @@ class ModelEvaluator:
         tokenizer = load_tokenizer(model_dir, c.trust_remote_code)
         model = load_model(model_dir, c.dtype, c.trust_remote_code, device=default_device())
         answers = generate_answers(harm_config(c, model_dir), model=model, tokenizer=tokenizer)
+        overrefusal = None
+        if self.overrefusal_prompts:
+            overrefusal = generate_answers(harm_config(c, model_dir), model=model, tokenizer=tokenizer,
+                                           chosen=self.overrefusal_prompts)
         benign = {}
         if c.eval.benign.enabled:
             benign = evaluate_benign(benign_config(c, model_dir), model=model, tokenizer=tokenizer, write=False)
@@ -115,18 +124,32 @@ class ModelEvaluator:
         del model
         checked = {"trigger_check": self.check_trigger(trigger)} if trigger is not None and Path(trigger).is_dir() else {}
         return {"answers": answers, "benign": benign_summary(benign),
-                "benign_score": benign_score(benign, c.eval.benign_metric), "drift": drift, **checked}
+                "benign_score": benign_score(benign, c.eval.benign_metric), "drift": drift,
+                **({"overrefusal_answers": overrefusal} if overrefusal else {}),
+                "benign_items": benign_items(benign, c.eval.benign_metric), **checked}
 
     def judge(self, answered: dict) -> dict:
         """The result of one evaluation: the judged answers plus what `answer` measured."""
         from ..evaluation.harm import judge_answers
 
-        harm, _ = judge_answers(answered["answers"], self.harm_judge)
+        harm, judgments = judge_answers(answered["answers"], self.harm_judge)
+        # per-item outcomes, compact, for the report's bootstrap over prompts
+        items = {"harmful": encode_flags(j.harmful for j in judgments)}
+        if answered.get("benign_items"):
+            items["benign"] = answered["benign_items"]
+        overrefusal = {}
+        if answered.get("overrefusal_answers"):
+            rows = answered["overrefusal_answers"]["rows"]
+            refused = self.refusal_judge.refusals([(r["prompt"], r["response"]) for r in rows])
+            overrefusal = {"overrefusal": {"n": len(rows), "refusal_rate": sum(refused) / len(rows),
+                                           "detector": self.refusal_judge.name}}
+            items["overrefusal"] = encode_flags(refused)
         return {"harm": {k: harm.get(k) for k in RESULT_HARM_KEYS},
                 "harmful_rate": harm["harmful_rate"], "harmfulness_score": harm["harmfulness_score"],
                 **{k: v for k, v in harm.items() if k.endswith("_score") and k != "harmfulness_score"},
                 **{k: answered[k] for k in ("benign", "benign_score", "drift")},
                 **({"trigger_check": answered["trigger_check"]} if "trigger_check" in answered else {}),
+                **overrefusal, "items": items,
                 **({"attack": answered["attack"]} if "attack" in answered else {}),
                 **({"curve": [{"examples": point["examples"], **{k: judged[k] for k in ("harmful_rate", "benign_score")}}
                               for point in answered["curve"] for judged in [self.judge(point)]]}
@@ -157,4 +180,36 @@ def benign_score(metrics: dict, which: str) -> float | None:
 
 def benign_summary(metrics: dict) -> dict:
     tasks = metrics.get("tasks", {}) if metrics else {}
-    return {name: {k: v for k, v in entry.items() if k != "subtasks"} for name, entry in tasks.items()}
+    return {name: {k: v for k, v in entry.items() if k not in ("subtasks", "items")} for name, entry in tasks.items()}
+
+
+def benign_items(metrics: dict, which: str) -> str | None:
+    """Per-item correctness behind the benign score, when that score is the exact-match accuracy (lm-eval
+    tasks keep their per-document scores in their own logs; their score gets no interval over items)."""
+    tasks = metrics.get("tasks", {}) if metrics else {}
+    if which in ("auto", "exact_match") and "exact_match" in tasks:
+        return tasks["exact_match"].get("items")
+    return None
+
+
+def overrefusal_prompts(config: ExperimentConfig) -> list:
+    """The over-refusal prompts (eval.overrefusal), deduplicated, without rows labelled harmful, sampled
+    with the experiment seed; [] when not configured."""
+    import random
+
+    from ..data.sources import load_data
+
+    settings = config.eval.overrefusal
+    if not settings.data:
+        return []
+    seen, rows = set(), []
+    for example in load_data(settings, "over-refusal prompts"):
+        if example.harmful is not True and example.prompt not in seen:
+            seen.add(example.prompt)
+            rows.append(example)
+    if not rows:
+        raise UserError(f"eval.overrefusal.data {settings.data}: every prompt is labelled harmful; over-refusal needs "
+                        "benign prompts")
+    if settings.n is not None and settings.n < len(rows):
+        rows = random.Random(config.seed).sample(rows, settings.n)
+    return rows

@@ -26,6 +26,7 @@ from ..attacks import AttackContext, make_attack
 from ..config import read_yaml, save_config, show_config, to_dict
 from ..defenses import DefenseContext, make_defense
 from ..errors import UserError
+from ..judges import judge_class
 from ..utils import atomic_write_json, human_seconds, print_line, read_json
 from .config import ExperimentConfig, defense_name, load_experiment
 from .evaluation import ModelEvaluator
@@ -64,6 +65,7 @@ class Experiment:
         kinds = set(r.attack.kind) | ({r.attack.search.kind} if r.attack.search.trials else set())
         self.attacks = {kind: self._check(self.make_attack, kind) for kind in sorted(kinds)}
         self.cells = grid_cells(r.attack)
+        self.judge_version = getattr(judge_class(r.eval.harm.judge), "version", None)  # part of every judgment's key
         self.drift_trigger = self._check(self._drift_trigger)
         self._check(self._check_code)
         self._check_data(built_only=True)
@@ -165,6 +167,8 @@ class Experiment:
     def eval_fingerprint(self) -> dict:
         r = self.resolved
         key = {"eval": to_dict(r.eval), "harm_eval": to_dict(r.data.harm_eval), "seed": r.seed, "format": r.format}
+        if not r.eval.overrefusal.data:  # not measured: results of runs older than the setting stay valid
+            del key["eval"]["overrefusal"]
         if r.eval.drift.trigger:  # the drift reference may be a defense's trigger: results depend on it
             first = [copy for copy, _ in self.copies.get(r.eval.drift.trigger, [])][:1]
             key["drift_defense"] = [d.fingerprint() for d in self.defenses if d.name in first]
@@ -181,6 +185,16 @@ class Experiment:
         if cell.kind != "harmful":  # kinds that mix in benign data depend on it too
             key["benign_data"] = to_dict(self.resolved.data.benign)
         return key
+
+    def digests(self, key: dict) -> tuple[tuple[str, str], str]:
+        """(the fingerprints that saved answers of the evaluation `key` may carry, the fingerprint of their
+        judgment). The answers do not depend on the judge; the judgment depends on it and on its version,
+        so that a changed or improved judge judges saved answers again without generating them again.
+        Answers saved before this split carry the digest of the whole key, which is accepted too."""
+        harm = {k: v for k, v in key["eval"]["harm"].items() if k not in ("judge", "judge_options")}
+        answers_key = {**key, "eval": {**key["eval"], "harm": harm}}
+        judged = key if self.judge_version is None else {**key, "judge_version": self.judge_version}
+        return (fingerprint(answers_key), fingerprint(key)), fingerprint(judged)
 
     def reuse(self, other: Path) -> tuple[int, int]:
         """Copy from the run folder `other` every defended model and result this run would produce
@@ -201,14 +215,19 @@ class Experiment:
             pairs += [(other / "attacks" / defense.name / c.id, self.out / "attacks" / defense.name / c.id,
                        self.cell_key(defense, c)) for c in self.cells]
             for cell_source, cell_target, key in pairs:
-                digest = fingerprint(key)
-                if (_read_marker(cell_source / "result.json").get("fingerprint") == digest
-                        and _read_marker(cell_target / "result.json").get("fingerprint") != digest):
-                    for name in ("answers.json", "result.json"):
-                        if (cell_source / name).is_file():
-                            cell_target.mkdir(parents=True, exist_ok=True)
-                            shutil.copy2(cell_source / name, cell_target / name)
-                    results += 1
+                answered, judged = self.digests(key)
+                names = []  # judged results with their answers; else answers alone, judged by this run
+                if (_read_marker(cell_source / "result.json").get("fingerprint") == judged
+                        and _read_marker(cell_target / "result.json").get("fingerprint") != judged):
+                    names = ["answers.json", "result.json"]
+                elif (_read_marker(cell_source / "answers.json").get("fingerprint") in answered
+                      and _read_marker(cell_target / "answers.json").get("fingerprint") not in answered):
+                    names = ["answers.json"]
+                for name in names:
+                    if (cell_source / name).is_file():
+                        cell_target.mkdir(parents=True, exist_ok=True)
+                        shutil.copy2(cell_source / name, cell_target / name)
+                results += bool(names)
         return models, results
 
     # -- running -----------------------------------------------------------------------------------
@@ -294,10 +313,14 @@ class Experiment:
     def _check_data(self, built_only: bool = False) -> None:
         """Missing files and bad labels fail here, before hours of training, not when a later stage needs
         them. `built_only`: skip world files that do not exist yet (the world is built later)."""
-        from ..data.sources import load_data, looks_local
+        from ..data.sources import PACKAGED_SETS, load_data, looks_local
 
         r = self.resolved
         paths = [(f"data.{k}", getattr(r.data, k)) for k in ("defense", "attack", "harm_eval")]
+        if r.eval.overrefusal.data:
+            paths.append(("eval.overrefusal", r.eval.overrefusal))
+            if r.eval.overrefusal.data in PACKAGED_SETS:  # a packaged set: is its package installed?
+                self._check(load_data, r.eval.overrefusal, "eval.overrefusal")
         if any(kind != "harmful" for kind in r.attack.kind):
             paths.append(("data.benign", r.data.benign))
         files = [("eval.benign.exact_match", r.eval.benign.exact_match)]
@@ -336,19 +359,22 @@ class Experiment:
     def _cell(self, folder: Path, key: dict, label: str, answer, evaluator: ModelEvaluator,
               extra: dict | None = None) -> dict:
         """One evaluation, in two steps that are each kept on disk: the model's answers (answers.json:
-        training and generation, the expensive part) and their judgment (result.json). A result with
-        failed judge calls is not done: the next run judges its kept answers again."""
-        digest = fingerprint(key)
+        training and generation, the expensive part) and their judgment (result.json), each with its own
+        fingerprint (see `digests`): another judge, or a new version of it, judges the kept answers again.
+        A result with failed judge calls is not done: the next run judges its kept answers again."""
+        answer_digests, digest = self.digests(key)
         previous = _read_marker(folder / "result.json")
         if previous.get("fingerprint") == digest and not (previous.get("harm") or {}).get("failed"):
             print_line(f"{label}: done earlier - {_summary(previous)}")
             return previous
         t = time.time()
         answered = _read_marker(folder / "answers.json")
-        if answered.get("fingerprint") != digest:
-            answered = {**answer(), "fingerprint": digest, "seconds": 0.0}
+        if answered.get("fingerprint") not in answer_digests:
+            answered = {**answer(), "fingerprint": answer_digests[0], "seconds": 0.0}
             answered["seconds"] = round(time.time() - t, 1)
             atomic_write_json(folder / "answers.json", answered)
+        elif answered["fingerprint"] != answer_digests[0]:  # saved by an older sgt: keep them under their own key
+            atomic_write_json(folder / "answers.json", {**answered, "fingerprint": answer_digests[0]})
         result = {**(extra or {}), **evaluator.judge(answered), "fingerprint": digest}
         result["seconds"] = round(answered["seconds"] + time.time() - t, 1)
         atomic_write_json(folder / "result.json", result)

@@ -17,6 +17,7 @@ import inspect
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
+from ..config import cfg
 from ..errors import UserError
 
 
@@ -73,3 +74,20 @@ def options_help() -> str:
         fields = dataclasses.fields(judge_class(name).Options)
         parts.append(f"{name}: " + (", ".join(f.name for f in fields) or "none"))
     return "; ".join(parts)
+
+
+@dataclass
+class JudgeFields:
+    """Which judge scores the answers, and its options (validated against that judge's Options)."""
+
+    judge: str = cfg("keyword", "Judge: keyword (offline refusal phrases), llm (OpenAI-compatible endpoint) "
+                                "or classifier (local Hugging Face guard/classifier).")
+    judge_options: dict = cfg({}, "Options of the chosen judge: a YAML mapping, or key=value,... on the command "
+                                  "line. " + options_help() + ".")
+
+    def __post_init__(self):
+        self.judge_options = {k: v for k, v in self.judge_options.items()}
+        judge_options(self.judge, self.judge_options)  # unknown judge or option: one line, before any work
+
+    def make_judge(self, progress: bool = False, trust_remote_code: bool = False):
+        return make_judge(self.judge, self.judge_options, progress=progress, trust_remote_code=trust_remote_code)
