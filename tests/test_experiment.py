@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -63,7 +64,8 @@ def test_run_writes_the_report(finished_run):
     # attacked weights are deleted after evaluation; defended ones are kept
     assert not list(out.glob("attacks/*/*/model"))
     assert (out / "defenses" / "sgt" / "model" / "model.safetensors").is_file()
-    assert (out / "defenses" / "sgt" / "trigger" / "trigger.safetensors").is_file()
+    (trigger,) = list((out / "triggers").iterdir())   # stage 1 is kept apart, shareable by SGT variants
+    assert (trigger / "trigger.safetensors").is_file()
 
 
 @pytest.mark.slow
@@ -347,10 +349,12 @@ def test_every_shipped_config_passes_dry_run(config, tmp_path):
     """A config in the repository that no longer parses is a broken promise to its reader."""
     code, out, err = run_cli("run", str(ROOT / config), "--out", str(tmp_path / "run"), "--dry-run")
     assert "attack grid:" in out and "evaluations:" in out
-    if "runs/tune1/" in (ROOT / config).read_text():
-        # later tuning rounds reuse round 1's trigger: the only problem may be that it is not there yet
+    values = "\n".join(line.split("#")[0] for line in (ROOT / config).read_text().splitlines())  # not comments
+    needs = re.findall(r"\bruns/[\w.-]+", values)
+    if needs:
+        # tuning rounds reuse an earlier run's trigger: the only problem may be that it is not there yet
         problems = [line for line in (out + err).splitlines() if line.startswith("  - eval.")]
-        assert code == 2 and problems and all("runs/tune1/" in line for line in problems), out + err
+        assert code == 2 and problems and all(any(n in line for n in needs) for line in problems), out + err
     else:
         assert code == 0, err
 
@@ -502,3 +506,17 @@ def test_a_run_folder_can_be_moved_without_retraining(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "b")
     assert Path(_model_path(entry, Path("defenses/sft"))).resolve() == (tmp_path / "b" / "defenses" / "sft" / "model")
     assert _model_entry("HuggingFaceTB/SmolLM2-135M-Instruct", folder) == {"model": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+
+
+def test_sgt_variants_with_the_same_stage_1_share_one_trigger(toy_micro, tmp_path):
+    """Stage 1 is stored by its settings' fingerprint in the run folder: variants that differ only in stage 2
+    point at one trigger (trained once), a different stage 1 at another, and the drift reference follows."""
+    trigger = "{length: 2, tied: false, lr: 0.03, epochs: 1}"
+    config = load_experiment(MICRO, micro_overrides(
+        toy_micro, f"defenses=[{{name: a, defense: sgt, trigger: {trigger}}}, "
+                   f"{{name: b, defense: sgt, trigger: {trigger}, align: {{distill_weight: 1.0}}}}, "
+                   f"{{name: c, defense: sgt, trigger: {{length: 3, tied: false}}}}]", "eval.drift.trigger=b"))
+    experiment = Experiment(config, tmp_path / "run")
+    paths = {d.name: d.trigger_path(tmp_path / "run" / "defenses" / d.name) for d in experiment.defenses}
+    assert paths["a"] == paths["b"] != paths["c"] and paths["a"].parent == tmp_path / "run" / "triggers"
+    assert experiment.drift_trigger == paths["b"]

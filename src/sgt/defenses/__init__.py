@@ -41,6 +41,9 @@ class DefenseContext:
     trust_remote_code: bool
     progress: bool
     launcher: list[str] | None  # e.g. ["accelerate", "launch", ...]: train in subprocesses
+    # Where artefacts that several defenses of one run can share are kept by fingerprint (e.g. stage-1
+    # triggers: SGT variants with the same stage-1 settings train it once); None: in each defense's folder.
+    shared_dir: Path | None = None
 
     def common(self) -> dict:
         """Fields every stage config shares with the experiment."""

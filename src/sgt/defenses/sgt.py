@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from pathlib import Path
 
 from ..config import build_config, to_dict
@@ -43,10 +44,8 @@ class SGTDefense(Defense):
         from ..methods.align import align_model
         from ..methods.trigger import learn_trigger
 
-        if self.align.trigger:  # a trigger learned elsewhere (e.g. shared by several stage-2 variants)
-            trigger_out = self.align.trigger
-        else:
-            trigger_out = str(folder / "trigger")
+        trigger_out = str(self.trigger_path(folder))
+        if not self.align.trigger:  # (a given trigger was learned elsewhere)
             run_stage("trigger", dataclasses.replace(self.trigger, out=trigger_out), learn_trigger,
                       self.context.launcher, folder)
             self._check_trigger(Path(trigger_out))
@@ -72,7 +71,15 @@ class SGTDefense(Defense):
             print_line(f"WARNING: defense {self.name}: {problem}")
 
     def trigger_path(self, folder: Path) -> Path:
-        return Path(self.align.trigger) if self.align.trigger else folder / "trigger"
+        """A given trigger; else the run's shared trigger of these stage-1 settings (trained once for every
+        SGT variant that uses them); else the defense's own folder."""
+        if self.align.trigger:
+            return Path(self.align.trigger)
+        own = folder / "trigger"
+        if self.context.shared_dir is None or own.is_dir():  # (a run folder of an older sgt keeps it there)
+            return own
+        digest = hashlib.sha256(json.dumps(self.fingerprint()["trigger"], sort_keys=True).encode()).hexdigest()
+        return self.context.shared_dir / "triggers" / digest[:16]
 
 
 def _file_digest(trigger: str) -> str | None:

@@ -52,7 +52,7 @@ class Experiment:
             for copy, seed in self.copies[defense_name(spec)]:
                 context = DefenseContext(base_model=r.model, defense_data=to_dict(r.data.defense), format=r.format,
                                          dtype=r.dtype, seed=seed, trust_remote_code=r.trust_remote_code,
-                                         progress=r.progress, launcher=r.launcher or None)
+                                         progress=r.progress, launcher=r.launcher or None, shared_dir=self.out)
                 settings = {k: v for k, v in spec.items() if k != "attacked"}
                 settings.setdefault("defense", defense_name(spec))  # the copy NAME@seedK is not a kind
                 defense = self._check(make_defense, {**settings, "name": copy}, context)
@@ -211,6 +211,11 @@ class Experiment:
                 _copy_folder(source, target, skip=("answers.json", "result.json"))  # results: below
                 atomic_write_json(target / "defense.json", {**state, **_model_entry(_model_path(state, source), source)})
                 models += 1
+            trigger = defense.trigger_path(target)  # a trigger shared by the run's SGT variants lives apart
+            if trigger is not None and trigger.is_relative_to(self.out) and not trigger.is_dir():
+                shared = other / trigger.relative_to(self.out)
+                if shared.is_dir():
+                    _copy_folder(shared, trigger)
             pairs = [(source, target, self.release_key(defense))]
             pairs += [(other / "attacks" / defense.name / c.id, self.out / "attacks" / defense.name / c.id,
                        self.cell_key(defense, c)) for c in self.cells]
@@ -253,7 +258,7 @@ class Experiment:
         # is trained first, because every evaluation measures drift.
         model_dirs: dict[str, str] = {}
         for defense in self.defenses:
-            if self.drift_trigger is not None and self.drift_trigger.is_relative_to(self.out / "defenses" / defense.name):
+            if self.drift_trigger is not None and defense.trigger_path(self.out / "defenses" / defense.name) == self.drift_trigger:
                 model_dirs[defense.name] = self._defended_model(defense, self.out / "defenses" / defense.name)
         evaluator.prepare_drift()
         total = sum(1 + len(self.cells) * d.attacked for d in self.defenses)
