@@ -238,6 +238,15 @@ def test_a_diverging_attack_fails_with_one_line_and_writes_no_model(toy_micro, t
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither OUT nor OUT.partial
 
 
+def test_a_trigger_whose_vectors_diverged_is_not_saved(toy_micro, tmp_path):
+    """Stage 1's loss stayed finite step by step while its vectors became NaN: caught after training."""
+    code, _, err = run_cli("trigger", "--model", str(toy_micro / "base"), "--data", str(toy_micro / "data" / "defense_train.jsonl"),
+                           "--lr", "1e10", "--epochs", "0.2", "--batch-size", "16", "--max-length", "96", "--no-progress",
+                           "--out", str(tmp_path / "trigger"))
+    assert one_line_error(code, err, "training diverged") and "trigger.vectors" in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_every_stage_checks_its_weights_after_training(toy_tokenizer, tiny_model, tmp_path):
     """A stage whose loss stayed finite but whose weights did not (the last step broke them) fails."""
     import torch
