@@ -464,7 +464,7 @@ def test_cli_with_every_call_failing_exits_non_zero_with_one_line(server, tiny_m
                            "--judge-options", f"model=m,base_url={server.url},api_key_env={KEY_ENV},max_retries=0,"
                            f"cache_dir={tmp_path / 'cache'}", "--max-new-tokens", "4", "--no-progress",
                            "--out", str(tmp_path / "out"))
-    assert code == 2 and "every one of the 2 judge calls failed" in err and len(err.strip().splitlines()) == 1
+    assert code == 1 and "every one of the 2 judge calls failed" in err and len(err.strip().splitlines()) == 1
     rows = [json.loads(line) for line in (tmp_path / "out" / "generations.jsonl").read_text().splitlines()]
     assert all(r["judgment"]["label"] == "failed" for r in rows)  # the answers are kept, marked failed
 
@@ -497,7 +497,7 @@ def test_run_with_a_judge_outage_then_recovery_judges_only_the_failed_items(serv
                                          "eval.harm.judge=llm", f"eval.harm.judge_options={options}", "eval.harm.n=6"))
     server.fail_next = 5  # an outage during the first evaluation
     code, _, err = run_cli("run", MICRO, "--out", str(out), *overrides)
-    assert code == 2 and "judge calls failed in 1 evaluation(s)" in err.strip().splitlines()[-1]
+    assert code == 1 and "judge calls failed in 1 evaluation(s)" in err.strip().splitlines()[-1]
     answers = {p: p.stat().st_mtime_ns for p in out.glob("**/answers.json")}
     assert len(answers) == 2  # both evaluations kept their answers
     asked = server.count

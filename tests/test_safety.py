@@ -124,7 +124,7 @@ def test_code_from_configs_needs_allow_code(toy_micro, tmp_path):
     task = tmp_path / "task.yaml"
     task.write_text("task: t\ndataset_path: json\nprocess_docs: !function utils.process\n")
     for override, message in [(f"launcher=[{sys.executable}]", "launcher:"),
-                              (f"eval.benign.tasks=[{task}]", "imports Python code (!function)")]:
+                              (f"eval.benign.tasks=[{task}]", "!function utils.process imports Python code")]:
         code, _, err = run_cli("run", MICRO, "--out", str(tmp_path / "x"), *set_args(micro_overrides(toy_micro, override)))
         assert code == 2 and message in err and "allow_code" in err, err
     code, _, err = run_cli("eval", "benign", "--model", str(toy_micro / "base"), "--tasks", str(task),

@@ -176,14 +176,19 @@ def main(argv: list[str] | None = None) -> int:
         result = _dispatch(args)
     except UserError as exc:
         sys.stderr.write(f"sgt: error: {exc}\n")
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("sgt: interrupted\n")
         return 130
-    except Exception as exc:  # out of memory is the user's to fix; anything else is our bug
+    except Exception as exc:  # out of memory or disk space is the user's to fix; anything else is our bug
         if type(exc).__name__ == "OutOfMemoryError":
             sys.stderr.write("sgt: error: out of memory; lower --batch-size, raise --grad-accum, "
                              "use --lora or --gradient-checkpointing\n")
+            return 2
+        problem = storage_problem(exc)
+        if problem:
+            sys.stderr.write(f"sgt: error: {problem} while writing; free some space (or choose another --out) "
+                             "and run the command again\n")
             return 2
         raise
     from .utils import is_main_process
@@ -191,6 +196,23 @@ def main(argv: list[str] | None = None) -> int:
     if result is not None and is_main_process():
         print(json.dumps(_printable(result), indent=2))
     return 0
+
+
+def storage_problem(exc: BaseException) -> str | None:
+    """"no space left on device" (or over quota, or a read-only file system) when `exc` is one, also as
+    raised by libraries that wrap the OS error in their own (safetensors: "IoError(Os { code: 28, ...")."""
+    import errno
+
+    codes = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+             errno.EROFS: "read-only file system"}
+    for error in (exc, exc.__cause__, exc.__context__):
+        if isinstance(error, OSError) and error.errno in codes:
+            return codes[error.errno]
+    text = str(exc)
+    for code, problem in codes.items():
+        if f"code: {code}," in text or os.strerror(code) in text:
+            return problem
+    return None
 
 
 def _dispatch(args):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -56,7 +57,7 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise UserError(f"config file not found: {path} (check the path)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(path.read_bytes())  # bytes: YAML's own encoding rules (UTF-8, or a UTF-16 BOM)
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "syntax error"
         raise UserError(f"config file {path} is not valid YAML: {first}") from None
@@ -80,7 +81,30 @@ def build_config(cls: type, values: dict | None = None, where: str = "config") -
             f"unknown {where} field(s): {', '.join(unknown)} (valid fields: {', '.join(sorted(names))})"
         )
     kwargs = {name: _convert(value, hints[name], f"{where}.{name}") for name, value in values.items()}
+    for name, value in kwargs.items():  # every seed of every config: one rule, before any work
+        if name == "seed" or name.endswith("seeds"):
+            check_seeds(value if isinstance(value, list) else [value], f"{where}.{name}")
     return cls(**kwargs)
+
+
+SEED_LIMIT = 2**32  # numpy (seeded by the Trainer) takes seeds in [0, 2**32)
+
+
+def check_seeds(seeds: list, where: str) -> None:
+    """Seeds are whole numbers in [0, 2**32) and listed once each (a repeated seed is the same run,
+    which would be counted twice)."""
+    for seed in seeds:
+        if seed is not None and not 0 <= seed < SEED_LIMIT:
+            raise UserError(f"{where} must be between 0 and {SEED_LIMIT - 1}, got {seed}")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise UserError(f"{where} lists {repeated[0]} more than once: each seed is one run; list each seed once")
+
+
+def check_fraction(value: float, where: str, zero: bool = True) -> None:
+    """A fraction in [0, 1] (or (0, 1] when `zero` is false)."""
+    if not (0 <= value <= 1 if zero else 0 < value <= 1):
+        raise UserError(f"{where} must be a fraction {'between 0' if zero else 'above 0'} and 1, got {value}")
 
 
 def load_config(cls: type, path: str | Path | None = None, overrides: dict | None = None) -> Any:
@@ -109,7 +133,7 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str,
         default = None if f.default is dataclasses.MISSING else f.default
         if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
             default = f.default_factory()  # type: ignore[misc]
-        help_text = f"{help_text} (default: {default})"
+        help_text = f"{help_text} (default: {default})".replace("%", "%%")  # argparse formats help with %
         if kind is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=help_text)
@@ -165,9 +189,14 @@ def _convert(value: Any, kind: Any, where: str) -> Any:
         if kind in (int, float):
             if isinstance(value, bool):
                 raise ValueError
-            if kind is int and isinstance(value, float) and not value.is_integer():
+            if kind is int and (isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("+-").isdigit())):
+                return int(value)  # exactly, however large
+            number = float(value)
+            if not math.isfinite(number):  # .inf / .nan: no setting means that (an lr of inf diverges)
+                raise UserError(f"{where} must be a finite number, got {value!r}")
+            if kind is int and not number.is_integer():
                 raise ValueError
-            return kind(float(value)) if kind is int and isinstance(value, str) and "e" in value.lower() else kind(value)
+            return int(number) if kind is int else number
         if kind is str:
             return str(value)
         if origin in (list, tuple) or kind in (list, tuple):

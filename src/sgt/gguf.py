@@ -12,8 +12,10 @@ stage needs. Rebuilding the model from its config without the quantization setti
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -70,10 +72,8 @@ def gguf_checkpoint(file: Path) -> Path:
     folder = cache_root() / "gguf" / f"{file.stem}-{_file_hash(str(file), file.stat().st_size, file.stat().st_mtime)}"
     if (folder / "config.json").is_file():
         return folder
-    from filelock import FileLock
-
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):  # two processes (e.g. launcher ranks) convert it once
+    with _locked(folder.parent):  # two processes (e.g. launcher ranks) convert it once
         if not (folder / "config.json").is_file():
             _check_readable(file)  # a bad file fails with one line, before the progress message
             print(f"[gguf] de-quantising {file.name} into {folder} (once; later runs reuse it)",
@@ -82,6 +82,20 @@ def gguf_checkpoint(file: Path) -> Path:
             _convert(file, folder)
             print(f"[gguf] done in {time.time() - start:.0f}s", file=sys.stderr, flush=True)
     return folder
+
+
+@contextlib.contextmanager
+def _locked(folder: Path):
+    """An exclusive lock on `folder` itself (flock on the directory): no lock file to leave behind, and
+    the kernel releases it when the process dies, even mid-conversion."""
+    import fcntl
+
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # closing releases the lock
 
 
 @functools.lru_cache(maxsize=16)

@@ -12,7 +12,7 @@ import dataclasses
 import subprocess
 from pathlib import Path
 
-from .errors import UserError
+from .errors import TrainingDiverged, UserError
 from .utils import partial_dir
 
 
@@ -44,5 +44,11 @@ def run_stage(command: str, config, function, launcher: list[str] | None, folder
     with open(log, "w", encoding="utf-8") as handle:
         code = subprocess.call(argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     if code != 0:
+        # a diverged stage stays a divergence (sgt run records it as a failed cell instead of stopping)
+        marker = f"sgt: error: {TrainingDiverged.PREFIX}"
+        diverged = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines()
+                    if line.startswith(marker)]
+        if diverged:
+            raise TrainingDiverged(f"stage `{command}`: {diverged[-1][len(marker):]}")
         raise UserError(f"stage `{command}` failed under {' '.join(launcher)} (exit code {code}); see {log}")
     return None

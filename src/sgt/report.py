@@ -69,6 +69,8 @@ def collect(out: Path, config, cells: list, copies: dict | None = None) -> dict:
         attacked = []
         for (shots, setting), results in sorted(groups.items()):
             attacked.append({"shots": shots, "setting": setting, "seeds": len(results),
+                             # diverged cells: no rates (a broken model is never counted as safe)
+                             "failed": sum(1 for r in results if r.get("failed")),
                              "harmful_rate": _mean([r.get("harmful_rate") for r in results]),
                              "harmfulness_score": _mean([r.get("harmfulness_score") for r in results]),
                              **{k: _mean([r.get(k) for r in results]) for k in JUDGE_SCORES
@@ -137,6 +139,18 @@ def _budget(value) -> str:
     if value is None:
         return "n/a"
     return "0 (harmful before attack)" if value == 0 else str(value)
+
+
+def _failed(entry: dict, shots: int | None = None, setting: str | None = None) -> str | None:
+    """"failed (diverged)" when every attack at that budget (or setting) diverged: no rate, not 0.00."""
+    rows = [r for r in entry["attacked"] if shots in (None, r["shots"]) and setting in (None, r["setting"])]
+    return "failed (diverged)" if rows and all(r["harmful_rate"] is None and r.get("failed") for r in rows) else None
+
+
+def _keeps(row: dict) -> str:
+    if row["harmful_rate"] is None:
+        return "n/a"
+    return "yes" if row.get("keeps_capability") else "no"
 
 
 def _unattacked(entry: dict) -> str:
@@ -245,29 +259,29 @@ def markdown(config, data: dict, plots: list[str], drift: dict | None = None, un
                   "|---|" + "---|" * len(budgets)]
         for name, d in data.items():
             intervals = d.get("worst_case_intervals") or {}
-            cells = [f"{_fmt_ci(d['worst_case'].get(b), intervals.get(b))} "
+            cells = [_failed(d, shots=b) or f"{_fmt_ci(d['worst_case'].get(b), intervals.get(b))} "
                      f"({_fmt(d['worst_case_capability_bounded'].get(b))})"
                      if d["attacked"] else _unattacked(d) for b in budgets]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines += ["", "Each entry: worst case over all attack settings, with its 95 % interval where per-prompt results "
                   "exist (capability-bounded worst case in brackets; n/a: no attack at that budget kept enough "
                   "capability).", ""]
-        settings = sorted({k for d in data.values() for k in d["budget_to_break_by_setting"]})
+        settings = sorted({r["setting"] for d in data.values() for r in d["attacked"]})  # diverged ones too
         lines += ["## Budget to break per attack setting", "",
                   "| defense | " + " | ".join(settings) + " |", "|---|" + "---|" * len(settings)]
         for name, d in data.items():
-            lines.append(f"| {name} | " + " | ".join(_budget(d["budget_to_break_by_setting"].get(k)) if d["attacked"]
-                                                     else _unattacked(d) for k in settings) + " |")
+            lines.append(f"| {name} | " + " | ".join((_failed(d, setting=k) or _budget(d["budget_to_break_by_setting"].get(k)))
+                                                     if d["attacked"] else _unattacked(d) for k in settings) + " |")
         lines += ["", "Smallest budget whose harmful rate (mean over seeds) reaches the threshold under that setting.", "",
                   "## Every attack cell", "", "| defense | shots | setting | runs (seeds) | harmful rate | benign score | keeps capability |",
                   "|---|---|---|---|---|---|---|"]
         for name, d in data.items():
             for row in d["attacked"]:
                 intervals = row.get("intervals") or {}
-                lines.append(f"| {name} | {row['shots']} | {row['setting']} | {row['seeds']} | "
-                             f"{_fmt_ci(row['harmful_rate'], intervals.get('harmful_rate'))} | "
-                             f"{_fmt_ci(row['benign_score'], intervals.get('benign_score'))} | "
-                             f"{'yes' if row.get('keeps_capability') else 'no'} |")
+                rate = ("failed (diverged)" if row["harmful_rate"] is None and row.get("failed")
+                        else _fmt_ci(row["harmful_rate"], intervals.get("harmful_rate")))
+                lines.append(f"| {name} | {row['shots']} | {row['setting']} | {row['seeds']} | {rate} | "
+                             f"{_fmt_ci(row['benign_score'], intervals.get('benign_score'))} | {_keeps(row)} |")
     checks = {name: d["defended"]["trigger_check"] for name, d in data.items()
               if (d["defended"] or {}).get("trigger_check")}
     if checks:

@@ -20,7 +20,7 @@ import torch
 from .config import cfg
 from .data.formats import IGNORE_INDEX, PromptFormat
 from .data.sources import Example
-from .errors import UserError
+from .errors import TrainingDiverged, UserError
 
 
 @dataclass
@@ -59,7 +59,7 @@ class LoraFields:
 
 def validate_optim(config: OptimFields) -> None:
     checks = [
-        (config.lr > 0, f"lr must be positive, got {config.lr}"),
+        (math.isfinite(config.lr) and config.lr > 0, f"lr must be positive and finite, got {config.lr}"),
         (config.epochs > 0, f"epochs must be positive, got {config.epochs}"),
         (config.batch_size >= 1, f"batch_size must be at least 1, got {config.batch_size}"),
         (config.grad_accum >= 1, f"grad_accum must be at least 1, got {config.grad_accum}"),
@@ -102,6 +102,7 @@ def training_arguments(config: OptimFields, output_dir: str | Path, num_rows: in
         save_total_limit=1,
         save_only_model=False,
         report_to="none",
+        logging_nan_inf_filter=False,  # a NaN loss must show (and stop the stage), not be averaged away
         disable_tqdm=not config.progress,
         remove_unused_columns=False,
         activation_checkpointing=config.gradient_checkpointing,
@@ -197,9 +198,12 @@ def train_rows(model, tokenizer, dataset, config: OptimFields, work_dir, trainer
 
         trainer.remove_callback(PrinterCallback)  # no per-step log lines either
         trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(finite_loss_callback())
     resume = last_checkpoint(Path(work_dir) / "checkpoints") if getattr(config, "resume", False) else None
     start = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
+    check_finite(torch.tensor(result.training_loss), trainer.state.global_step)
+    check_finite_weights(trainer.model)
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     metrics = {
         "rows": len(dataset),
@@ -213,10 +217,38 @@ def train_rows(model, tokenizer, dataset, config: OptimFields, work_dir, trainer
     return {"model": trainer.model, "metrics": metrics, "trainer": trainer}
 
 
+# A diverged stage (NaN or inf in its loss or weights) fails at once: its model answers nothing, and
+# an empty answer must never be scored as a refusal. Stages with their own loss check it every step
+# (check_finite); every stage's logged losses and final weights are checked in train_rows.
+
+
 def check_finite(loss: torch.Tensor, step: int) -> None:
     if not torch.isfinite(loss).all():
-        raise UserError(f"the loss became {loss.item()} at step {step}; lower the learning rate "
-                        "or use float32/bfloat16 instead of float16")
+        raise TrainingDiverged(f"the loss became {loss.float().mean().item()} at step {step}; lower the "
+                               "learning rate or use float32/bfloat16 instead of float16")
+
+
+def check_finite_weights(model) -> None:
+    """TrainingDiverged when any weight of the trained `model` is NaN or inf."""
+    with torch.no_grad():
+        broken = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if broken:
+        raise TrainingDiverged(f"{len(broken)} weight tensor(s) hold NaN or inf after training (e.g. {broken[0]}); "
+                               "lower the learning rate")
+
+
+def finite_loss_callback():
+    """A TrainerCallback that stops a stage at the first logged loss that is NaN or inf (the plain
+    Trainer's loss has no per-step check of its own). Built here so that importing this module (every
+    config does) does not import transformers."""
+    from transformers import TrainerCallback
+
+    class FiniteLossCallback(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                check_finite(torch.tensor(float(logs["loss"])), state.global_step)
+
+    return FiniteLossCallback()
 
 
 def last_checkpoint(folder: Path) -> str:

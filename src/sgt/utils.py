@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -35,8 +36,12 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written temporary file behind
+        raise
 
 
 def atomic_write_json(path: str | Path, data: Any) -> None:
@@ -59,27 +64,65 @@ def partial_dir(out: str | Path) -> Path:
 
 OUTPUT_MARKER = ".sgt-output"  # names the kind of output a folder holds (written by output_dir)
 
+# A name that becomes one folder (a defense's, an attack cell's, a search's): one path component of
+# safe characters, so that what sgt writes under it can only ever land inside the run folder.
+SAFE_NAME = re.compile(r"[A-Za-z0-9_@+-][A-Za-z0-9._@+-]{0,127}")
 
-def check_output(out: str | Path, kind: str) -> None:
+
+def check_name(name: str, where: str) -> str:
+    """`name` if it is a safe folder name (see SAFE_NAME: no separators, no "..", not hidden), else a
+    one-line error."""
+    from .errors import UserError
+
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or ".." in name:
+        raise UserError(f"{where} {name!r} is not a usable name: it becomes a folder, so use letters, digits "
+                        "and . _ @ + - only (no / or .., not starting with a dot, at most 128 characters)")
+    return name
+
+
+def _held_kind(folder: Path) -> str | None:
+    """The kind of sgt output `folder` holds (its marker), or None when sgt did not write it."""
+    marker = folder / OUTPUT_MARKER
+    return marker.read_text(encoding="utf-8").strip() if marker.is_file() else None
+
+
+def check_output(out: str | Path, kind: str, partial: bool = True) -> None:
     """Fail with one line, before any work, unless `out` can receive an output of `kind`: it must be
-    new, an empty folder, or an earlier sgt output of the same kind (which is then replaced). A user's
-    file or folder is never renamed or deleted. The location must be writable."""
-    import errno
-
+    new, an empty folder, or an earlier sgt output of the same kind (which is then replaced); its work
+    folder OUT.partial must be absent or sgt's own unfinished work of that kind. A user's file or
+    folder is never renamed or deleted. The location must be writable. `partial=False`: an output that
+    is written in place (a run folder), whose OUT.partial is not sgt's business."""
     from .errors import UserError
 
     out = Path(out)
     if out.exists():
         if not out.is_dir():
             raise UserError(f"--out {out} is an existing file; give a folder name (sgt writes a folder there)")
-        marker = out / OUTPUT_MARKER
-        held = marker.read_text(encoding="utf-8").strip() if marker.is_file() else None
+        held = _held_kind(out)
         if held != kind and any(out.iterdir()):
             what = f"an sgt {held} output" if held else "files sgt did not write"
             raise UserError(f"--out {out} already holds {what}; choose a new folder (sgt never deletes a "
                             f"folder it did not write as {kind} output)")
-    parent = out.parent if out.parent != Path("") else Path(".")
-    probe = parent / f".{out.name}.writable{os.getpid()}"
+    work = partial_dir(out)
+    if partial and (work.exists() or work.is_symlink()):
+        held = _held_kind(work) if work.is_dir() and not work.is_symlink() else None
+        if held != kind:
+            what = f"unfinished sgt {held} output" if held else "a file or folder sgt did not write"
+            raise UserError(f"{work} (where sgt writes --out {out} while it works) holds {what}; move or "
+                            "delete it, or choose another --out")
+    _check_writable(out.parent if out.parent != Path("") else Path("."), out.name)
+
+
+def _check_writable(parent: Path, name: str) -> None:
+    """One line unless a folder can be created in `parent` (made if needed)."""
+    import errno
+
+    from .errors import UserError
+
+    blocking = next((p for p in [parent, *parent.parents] if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise UserError(f"cannot write under {parent}: {blocking} is a file, not a folder; choose another --out")
+    probe = parent / f".{name}.writable{os.getpid()}"
     try:
         parent.mkdir(parents=True, exist_ok=True)
         probe.mkdir()

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import build_config
+from ..errors import UserError
 from ..launch import run_stage
-from . import Attack, register
+from . import CELL_FIELDS, Attack, register
 
 
 @register
@@ -15,17 +16,39 @@ class HarmfulFinetune(Attack):
     summary = "SFT on harmful QA pairs"
     defaults: dict = {"harmful_fraction": 1.0}  # what this kind is; its settings may refine the rest
 
-    def __init__(self, settings: dict, context):
-        super().__init__(settings, context)
-        self.config(".", _ProbeCell(), Path("."))  # validate the settings now, before any training
+    def check(self, cell) -> None:
+        """The settings, and whether the data can give this cell's sample (local files that exist: a hub
+        dataset is not downloaded to check it, a world file not built yet is checked once it is)."""
+        from ..methods.finetune import attack_examples
+
+        config = self.config(".", cell, Path("."))
+        harmful = self._local_examples(config.data, config)
+        benign = self._local_examples(config.benign_data) if config.harmful_fraction < 1 else []
+        if harmful is not None and benign is not None:
+            try:
+                attack_examples(harmful, config.shots, config.seed, config.allow_repeat, config.harmful_fraction, benign)
+            except UserError as exc:
+                raise UserError(f"attack {self.kind} at {cell.shots} shots: {exc}") from None
+
+    def _local_examples(self, path: str, fields=None) -> list | None:
+        """The examples of a local data file, read once per attack (None: not a local file that exists)."""
+        from ..data.sources import load_data, load_examples, looks_local
+
+        if not path or not looks_local(path) or not Path(path).is_file():
+            return None
+        cache = self.__dict__.setdefault("_examples", {})
+        if path not in cache:
+            cache[path] = load_data(fields) if fields is not None else load_examples(path)
+        return cache[path]
 
     def config(self, model_dir: str, cell, out: Path):
+        """The stage config of one cell: the grid's values (the only source of shots, lr, epochs, lora
+        and seed: settings cannot name them, see attacks.overwritten_settings) over the settings."""
         from ..methods.finetune import AttackConfig
 
         values = {**self.context.attack_data, **self.context.common(), "benign_data": self.context.benign_data,
-                  **self.defaults, **self.settings, "model": model_dir,
-                  "out": str(out), "shots": cell.shots, "lr": cell.lr, "epochs": cell.epochs, "lora": cell.lora,
-                  "seed": cell.seed}
+                  **self.defaults, **self.settings, "model": model_dir, "out": str(out),
+                  **{field: getattr(cell, field) for field in CELL_FIELDS}}
         return build_config(AttackConfig, values, where="attack.settings")
 
     def run(self, model_dir: str, cell, out: Path) -> dict:
@@ -35,9 +58,3 @@ class HarmfulFinetune(Attack):
         config = self.config(model_dir, cell, out)
         run_stage("attack", config, run_finetune, self.context.launcher, out.parent)
         return read_json(out / "metrics.json")
-
-
-class _ProbeCell:
-    """Grid values that always pass validation (the real cells are checked by the grid)."""
-
-    shots, lr, epochs, lora, seed = 1, 1e-5, 1.0, False, 0

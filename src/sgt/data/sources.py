@@ -17,6 +17,7 @@ Schemas (chosen by preset name, by `schema=`, or detected from a local file's co
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 from dataclasses import dataclass
@@ -145,7 +146,8 @@ def read_local_rows(path: str | Path) -> list[dict]:
         raise UserError(f"data file {path} is empty: give a file with at least one example")
     if suffix == ".jsonl":
         rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
+        # JSON Lines are separated by "\n" only: U+2028, U+0085 or a form feed inside a string is text
+        for number, line in enumerate(text.split("\n"), start=1):
             if line.strip():
                 rows.append(_parse_json(line, f"{path} line {number}"))
     elif suffix == ".json":
@@ -156,7 +158,7 @@ def read_local_rows(path: str | Path) -> list[dict]:
             raise UserError(f"{path} must hold a JSON list of objects (or {{\"data\": [...]}})")
         rows = data
     else:
-        rows = list(csv.DictReader(text.splitlines()))
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))  # the csv module splits rows itself
     for number, row in enumerate(rows, start=1):
         if not isinstance(row, dict):
             raise UserError(f"{path}: row {number} is not an object with named fields")
@@ -328,7 +330,7 @@ def sample_shots(examples: list[Example], shots: int, seed: int, allow_repeat: b
     rng = random.Random(seed)
     if shots > len(examples):
         if not allow_repeat:
-            raise UserError(f"shots={shots} is more than the {len(examples)} rows in {name}; "
-                            "lower --shots or pass --allow-repeat to sample with repetition")
+            raise UserError(f"shots={shots} is more than the {len(examples)} rows in {name}; lower the shots "
+                            "or allow sampling with repetition (allow_repeat, --allow-repeat)")
         return [rng.choice(examples) for _ in range(shots)]
     return rng.sample(examples, shots)

@@ -89,13 +89,27 @@ def defense_kinds() -> dict[str, type]:
 
 def make_defense(spec: dict, context: DefenseContext) -> Defense:
     """`spec` = {name: ..., defense: kind (default: the name), ...settings}."""
+    from ..utils import check_name
+
     spec = dict(spec)
-    name = str(spec.pop("name", "") or spec.get("defense", ""))
+    name = check_name(str(spec.pop("name", "") or spec.get("defense", "")), "defense name")  # a folder name
     kind = str(spec.pop("defense", name))
     kinds = defense_kinds()
     if kind not in kinds:
         raise UserError(f"unknown defense {kind!r} (in defenses: {name}); use one of {', '.join(sorted(kinds))}")
+    if "out" in spec:
+        raise UserError(f"defenses: {name} sets `out`, but a defense is written under --out (defenses/{name}); "
+                        "remove it")
     return kinds[kind](name, spec, context)
+
+
+def settings_section(settings: dict, key: str, where: str) -> dict:
+    """The mapping `settings[key]` (e.g. an sgt defense's `trigger:`), or a one-line error for any
+    other shape."""
+    section = settings.get(key) or {}
+    if not isinstance(section, dict):
+        raise UserError(f"{where}.{key} must be a mapping of field: value (e.g. {key}: {{lr: 0.03}}), got {section!r}")
+    return section
 
 
 def without_run_fields(values: dict) -> dict:

@@ -46,4 +46,23 @@ def run_defend(config: DefendConfig) -> dict:
     defense = make_defense({"name": config.defense, "defense": config.defense, **settings}, context)
     if hasattr(defense, "train"):
         return defense.train(config.out) or {"out": config.out}
-    return {"model": defense.apply(Path(config.out))}
+    model = defense.apply(Path(config.out))
+    if not Path(model).resolve().is_relative_to(Path(config.out).resolve()):
+        model = _save_unchanged(model, config)  # e.g. `none`: --out still receives the model
+    return {"model": model}
+
+
+def _save_unchanged(model_name: str, config: DefendConfig) -> str:
+    """A defense that leaves the model as it is: --out gets it as a plain checkpoint, like any other."""
+    from ..config import save_config
+    from ..models import load_model, load_tokenizer
+    from ..training import save_model
+    from ..utils import check_output, output_dir
+
+    check_output(config.out, "model")  # before loading the weights
+    tokenizer = load_tokenizer(model_name, config.trust_remote_code)
+    model = load_model(model_name, config.dtype, config.trust_remote_code)
+    with output_dir(config.out, kind="model") as work:
+        save_model(model, tokenizer, work)
+        save_config(config, work)
+    return config.out

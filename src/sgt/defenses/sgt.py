@@ -10,7 +10,7 @@ from pathlib import Path
 from ..config import build_config, to_dict
 from ..errors import UserError
 from ..launch import run_stage
-from . import Defense, register, without_run_fields
+from . import Defense, register, settings_section, without_run_fields
 
 
 @register
@@ -28,9 +28,10 @@ class SGTDefense(Defense):
             raise UserError(f"defense {name!r} (sgt) has unknown settings {sorted(unknown)}; "
                             "put stage-1 fields under `trigger:` and stage-2 fields under `align:`")
         common = {**context.common(), **context.defense_data}
-        self.trigger = build_config(TriggerConfig, {**common, **settings.get("trigger", {})},
+        self.trigger = build_config(TriggerConfig, {**common, **settings_section(settings, "trigger", f"defenses.{name}")},
                                     where=f"defenses.{name}.trigger")
-        self.align = build_config(AlignConfig, {**common, **settings.get("align", {})}, where=f"defenses.{name}.align")
+        self.align = build_config(AlignConfig, {**common, **settings_section(settings, "align", f"defenses.{name}")},
+                                  where=f"defenses.{name}.align")
 
     def fingerprint(self) -> dict:
         if self.align.trigger:  # stage 1 is skipped: the result depends on that trigger file instead

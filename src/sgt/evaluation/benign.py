@@ -383,15 +383,86 @@ def _load_model(config: BenignEvalConfig, model, tokenizer):
 
 
 def tasks_with_code(tasks: list[str]) -> list[str]:
-    """Local task YAMLs (files, or files in folders) that import Python with `!function`."""
-    risky = []
-    for item in tasks:
-        if not is_local_task(item):
-            continue
-        path = Path(item).expanduser()
-        files = sorted(path.rglob("*.y*ml")) if path.is_dir() else [path]
-        risky += [str(f) for f in files if f.is_file() and "!function" in f.read_text(encoding="utf-8", errors="ignore")]
-    return risky
+    """The function references (`!function`, or any other YAML tag that would construct an object) of the
+    local tasks lm-eval would build for `tasks`, as "FILE: KEY !TAG VALUE"; nothing is imported.
+
+    lm-eval's own index (its YAML parsing with functions unresolved, which imports nothing) says which
+    task files a name stands for, groups and tags expanded; each file is then read the way lm-eval's
+    loader reads it - as bytes (a UTF-8 or UTF-16 byte order mark decides the encoding), tags decoded
+    (`!%66unction` is `!function`), `include:` files followed - with every tag recorded, not called.
+    Registered tasks that lm-eval ships are its own code and need no consent.
+    """
+    items = [t for t in tasks if is_local_task(t) and Path(t).expanduser().exists()]  # missing: reported elsewhere
+    if not items:
+        return []
+    folders, names = set(), []
+    for item in items:
+        found, folder, _ = resolve_local(item)
+        folders.add(folder)
+        names += found
+    names += [t for t in tasks if not is_local_task(t)]  # a local task may shadow a registered name
+    index = _local_index_of(sorted(folders))
+    references, files, seen = [], set(), set()
+    while names:
+        name = names.pop()
+        entry = index.get(name)
+        if entry is None or name in seen:
+            continue  # a registered task of lm-eval's own, or done
+        seen.add(name)
+        if entry.yaml_path is not None:
+            files.add(Path(entry.yaml_path))
+        if entry.kind.name == "TAG":
+            names += sorted(entry.tags)  # its tasks
+        names += [m for m in _children_of(entry.cfg) if m]  # a group: its members
+    for file in sorted(files):
+        references += _function_references(file)
+    return references
+
+
+def _local_index_of(folders: list[str]) -> dict:
+    """lm-eval's index of the local task folders only: {name: Entry(yaml_path, cfg, tags)}."""
+    _, _, TaskManager = _lm_eval()
+    return TaskManager(include_path=folders, include_defaults=False).task_index
+
+
+def _children_of(cfg: dict | None) -> list[str]:
+    listed = (cfg or {}).get("task") if (cfg or {}).get("group") else None
+    return [(c.get("task") or c.get("group")) if isinstance(c, dict) else c for c in listed or []
+            if isinstance(c, (str, dict))]
+
+
+def _function_references(file: Path, seen: set | None = None) -> list[str]:
+    """Every tagged value of `file` and of the files it includes (lm-eval's `include:` rules: relative to
+    the including file, followed recursively), as "FILE: !TAG VALUE"."""
+    import yaml
+
+    seen = seen if seen is not None else set()
+    file = file.expanduser().resolve()
+    if file in seen:
+        return []
+    seen.add(file)
+    found: list[str] = []
+    base = yaml.CSafeLoader if getattr(yaml, "__with_libyaml__", False) else yaml.SafeLoader
+
+    class Recorder(base):  # noqa: D401 - a loader that records tags instead of calling them
+        pass
+
+    def record(loader, suffix, node):
+        value = loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode) else "..."
+        found.append(f"{file}: {node.tag} {value}")
+        return value
+
+    Recorder.add_multi_constructor("", record)  # every tag the safe loader does not know
+    try:
+        with open(file, "rb") as handle:
+            config = yaml.load(handle, Loader=Recorder)  # noqa: S506 - Recorder constructs nothing
+    except (OSError, yaml.YAMLError):
+        return found  # unreadable: lm-eval fails on it too, before importing anything past this point
+    includes = config.get("include") if isinstance(config, dict) else None
+    for include in includes if isinstance(includes, list) else [includes] if includes else []:
+        path = Path(str(include))
+        found += _function_references(path if path.is_absolute() else file.parent / path, seen)
+    return found
 
 
 def check_tasks(tasks: list[str]) -> None:
@@ -419,7 +490,7 @@ def evaluate_benign(config: BenignEvalConfig, model=None, tokenizer=None, write:
     seed_everything(config.seed)
     risky = [] if config.allow_code else tasks_with_code(config.tasks)
     if risky:
-        raise UserError(f"{risky[0]} imports Python code (!function); pass --allow-code if you trust it")
+        raise UserError(f"{risky[0]} imports Python code (a function reference); pass --allow-code if you trust it")
     plan = plan_tasks(config.tasks)
     manager = task_manager(plan) if plan.names else None
     tasks, report = load_tasks(manager, plan.names) if plan.names else ([], [])

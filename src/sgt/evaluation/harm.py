@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from ..config import cfg, save_config
 from ..data.formats import FORMATS, PromptFormat
 from ..data.sources import DataFields, Example, load_data
-from ..errors import UserError
+from ..errors import IncompleteRun, UserError
 from ..judges import Judgment
 from ..judges.registry import JudgeFields  # noqa: F401  (also imported from here)
 from ..utils import atomic_write_json, check_output, output_dir, seed_everything, write_jsonl
@@ -148,17 +148,18 @@ def judge_answers(answers: dict, judge) -> tuple[dict, list[Judgment]]:
 
 
 def failed_judgments_error(metrics: dict) -> UserError:
+    """Exit code 1: the answers are saved and judged except for these; the next run judges only them."""
     if metrics["failed"] == metrics["n"]:
-        return UserError(f"every one of the {metrics['n']} judge calls failed (see the reasons in "
+        return IncompleteRun(f"every one of the {metrics['n']} judge calls failed (see the reasons in "
                          "generations.jsonl); check the judge endpoint and run the command again")
-    return UserError(f"{metrics['failed']} of {metrics['n']} judge calls failed (the others are cached); run the "
+    return IncompleteRun(f"{metrics['failed']} of {metrics['n']} judge calls failed (the others are cached); run the "
                      "same command again to judge only those")
 
 
 def evaluate_harm(config: HarmEvalConfig, model=None, tokenizer=None, examples: list[Example] | None = None,
                   judge=None, write: bool = True) -> dict:
     """Generate, judge and (if `write`) save; returns the metrics. Written outputs with failed judge
-    calls end in a one-line error (exit code 2) after the files are saved."""
+    calls end in a one-line error (exit code 1) after the files are saved."""
     if write and not config.out:
         raise UserError("no output folder given: pass --out DIR")
     if write:

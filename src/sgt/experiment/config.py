@@ -14,12 +14,13 @@ from pathlib import Path
 
 import yaml
 
-from ..config import build_config, cfg, read_yaml, to_dict
+from ..config import build_config, cfg, check_fraction, check_seeds, read_yaml, to_dict
 from ..data.sources import DataFields
 from ..errors import UserError
 from ..evaluation.benign import BenignEvalSettings
 from ..evaluation.drift import DriftSettings
 from ..evaluation.harm import HarmEvalSettings
+from ..utils import check_name
 from ..worlds import WorldConfig
 from .search import SearchSettings
 
@@ -35,6 +36,9 @@ class ExperimentData:
                                                     "empty: none): every trigger's refusal rate is reported on them.")
     benign: DataFields = cfg(DataFields(data="world:data/defense_train.jsonl"),
                              "Benign fine-tuning data (its unharmful rows) for the mixed and benign attack kinds.")
+
+
+GRID_FIELDS = ("kind", "shots", "lr", "epochs", "lora", "seeds")  # the lists whose product is the grid
 
 
 @dataclass
@@ -66,14 +70,24 @@ class AttackGrid:
             bad = [v for v in values if not ok(v)]
             if bad:
                 raise UserError(f"attack.{name} must be positive, got {bad}")
-        for part in self.extra:
-            wrong = set(part) - {"kind", "shots", "lr", "epochs", "lora", "seeds"}
-            if wrong or not all(isinstance(v, list) and v for v in part.values()):
-                raise UserError(f"attack.extra entries are partial grids of non-empty lists over kind, shots, lr, "
-                                f"epochs, lora, seeds; got {part}")
+        check_seeds(self.seeds, "attack.seeds")
+        self.extra = [self._typed_part(part, number) for number, part in enumerate(self.extra)]
         unknown = set(self.kinds) - set(self.kind) - {k for part in self.extra for k in part.get("kind", [])}
         if unknown:
             raise UserError(f"attack.kinds has settings for {sorted(unknown)}, which attack.kind does not list")
+        for kind, settings in self.kinds.items():
+            if not isinstance(settings, dict):
+                raise UserError(f"attack.kinds.{kind} must be a mapping of field: value, got {settings!r}")
+
+    def _typed_part(self, part: dict, number: int) -> dict:
+        """An `extra` partial grid, typed and checked like the main grid (it is built as one)."""
+        wrong = set(part) - set(GRID_FIELDS) if isinstance(part, dict) else {"?"}
+        if wrong or not all(isinstance(v, list) and v for v in part.values()):
+            raise UserError(f"attack.extra entries are partial grids of non-empty lists over kind, shots, lr, "
+                            f"epochs, lora, seeds; got {part}")
+        grid = build_config(AttackGrid, {**{k: getattr(self, k) for k in GRID_FIELDS}, **part},
+                            where=f"attack.extra[{number}]")
+        return {k: getattr(grid, k) for k in part}
 
 
 @dataclass
@@ -114,6 +128,8 @@ class ReportSettings:
     def __post_init__(self):
         if self.bootstrap < 100:
             raise UserError(f"report.bootstrap must be at least 100 resamples, got {self.bootstrap}")
+        check_fraction(self.capability_floor, "report.capability_floor")
+        check_fraction(self.break_threshold, "report.break_threshold", zero=False)
 
 
 @dataclass
@@ -154,6 +170,8 @@ class ExperimentConfig:
         names = [defense_name(d) for d in self.defenses]
         if len(set(names)) != len(names):
             raise UserError(f"defense names must be unique, got {names}; give each a `name:`")
+        for name in names:
+            check_name(name, "defenses: name")  # it becomes the folders defenses/NAME and attacks/NAME
         if self.format not in ("plain", "chat"):
             raise UserError(f"unknown format {self.format!r}: use plain or chat")
 
@@ -194,11 +212,19 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
         if "=" not in item:
             raise UserError(f"--set expects KEY=VALUE (e.g. attack.shots=[8,32]), got {item!r}")
         key, raw = item.split("=", 1)
-        target = values
         parts = key.strip().split(".")
+        if not all(parts):
+            raise UserError(f"--set {key}: a dotted key names sections and a field, e.g. attack.shots=[8,32]")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            reason = getattr(exc, "problem", None) or "syntax error"
+            raise UserError(f"--set {item}: the value is not valid YAML ({reason}); write lists as [8, 32] and "
+                            "mappings as {lr: 0.1}, and quote text with special characters") from None
+        target = values
         for part in parts[:-1]:
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
                 raise UserError(f"--set {key}: {part} is not a section")
-        target[parts[-1]] = yaml.safe_load(raw)
+        target[parts[-1]] = value
     return build_config(ExperimentConfig, values, where="experiment")

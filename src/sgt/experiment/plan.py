@@ -8,7 +8,7 @@ import itertools
 import json
 from dataclasses import dataclass
 
-from .config import AttackGrid, defense_name
+from .config import GRID_FIELDS, AttackGrid, defense_name
 
 
 @dataclass
@@ -32,15 +32,12 @@ class Cell:
         return f"{kind}lr={self.lr:g}, ep={self.epochs:g}, {'LoRA' if self.lora else 'full'}"
 
 
-GRID_KEYS = ("kind", "shots", "lr", "epochs", "lora", "seeds")
-
-
 def grid_cells(grid: AttackGrid) -> list[Cell]:
     """The product of the grid's values, then of each `extra` grid (its missing keys from the main one);
     a cell listed twice runs once."""
     cells = []
     for part in [{}, *grid.extra]:
-        values = [part.get(key, getattr(grid, key)) for key in GRID_KEYS]
+        values = [part.get(key, getattr(grid, key)) for key in GRID_FIELDS]
         for k, s, lr, e, lo, seed in itertools.product(*values):
             cell = Cell(str(k), int(s), float(lr), float(e), bool(lo), int(seed))
             if cell not in cells:

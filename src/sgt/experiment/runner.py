@@ -6,7 +6,8 @@ Layout of the run folder (results on disk are the source of truth; a re-run skip
     config.yaml                                  the experiment config as given
     defenses/<name>/model/ (+ trigger/)          defended checkpoints (the base itself for `none`)
     defenses/<name>/result.json                  evaluation of the defended model (no attack)
-    attacks/<name>/<cell>/result.json            evaluation after one attack cell
+    attacks/<name>/<cell>/result.json            evaluation after one attack cell (a diverged attack:
+                                                 failed: diverged, its reason, no rates; the grid goes on)
     results.json, report.md, *.png               the report (rebuilt at the end of every run)
 Each result.json stores a fingerprint of everything it depends on; a result whose fingerprint no
 longer matches the config is recomputed, so `--force` on a changed config redoes only what changed.
@@ -22,15 +23,16 @@ import shutil
 import time
 from pathlib import Path
 
-from ..attacks import AttackContext, make_attack
+from ..attacks import AttackContext, make_attack, overwritten_settings
 from ..config import read_yaml, save_config, show_config, to_dict
 from ..defenses import DefenseContext, make_defense
-from ..errors import UserError
+from ..errors import IncompleteRun, TrainingDiverged, UserError
 from ..judges import judge_class
-from ..utils import atomic_write_json, human_seconds, print_line, read_json
+from ..utils import atomic_write_json, check_name, human_seconds, print_line, read_json
 from .config import ExperimentConfig, defense_name, load_experiment
 from .evaluation import ModelEvaluator
 from .plan import Cell, defense_copies, fingerprint, grid_cells
+from .search import SearchCell
 
 
 class Experiment:
@@ -62,18 +64,46 @@ class Experiment:
         self.attack_context = AttackContext(attack_data=to_dict(r.data.attack), benign_data=r.data.benign.data,
                                             format=r.format, dtype=r.dtype, trust_remote_code=r.trust_remote_code,
                                             progress=r.progress, launcher=r.launcher or None)
-        kinds = set(r.attack.kind) | ({r.attack.search.kind} if r.attack.search.trials else set())
-        self.attacks = {kind: self._check(self.make_attack, kind) for kind in sorted(kinds)}
         self.cells = grid_cells(r.attack)
         self.judge_version = getattr(judge_class(r.eval.harm.judge), "version", None)  # part of every judgment's key
+        self.attacks = self._build_attacks()
+        self._check_cells()
         self.drift_trigger = self._check(self._drift_trigger)
         self._check(self._check_code)
         self._check_data(built_only=True)
 
-    def make_attack(self, kind: str, extra: dict | None = None):
+    def make_attack(self, kind: str, extra: dict | None = None, where: str = "attack.kind"):
         """Attack `kind` with the grid's shared settings, its own (attack.kinds) and `extra` (a search's)."""
         a = self.resolved.attack
-        return make_attack(kind, {**a.settings, **a.kinds.get(kind, {}), **(extra or {})}, self.attack_context)
+        return make_attack(kind, {**a.settings, **a.kinds.get(kind, {}), **(extra or {})}, self.attack_context,
+                           where)
+
+    def _build_attacks(self) -> dict:
+        """One Attack per kind the grid or the search uses, each checked with every cell it will run:
+        the grid's values are the only source of a cell's shots, lr, epochs, lora and seed."""
+        a = self.resolved.attack
+        for where, settings in [("attack.settings", a.settings), *((f"attack.kinds.{k}", v) for k, v in a.kinds.items())]:
+            self.problems += [p for p in overwritten_settings(settings, where) if p not in self.problems]
+        attacks = {}
+        for cell in self.cells:
+            if cell.kind not in attacks:
+                attacks[cell.kind] = self._check(self.make_attack, cell.kind)
+        if a.search.trials and a.search.kind not in attacks:
+            attacks[a.search.kind] = self._check(self.make_attack, a.search.kind, None, "attack.search.kind")
+        return attacks
+
+    def _check_cells(self) -> None:
+        """Every cell (and the searched attacker's budget) against its attack: settings and data."""
+        search = self.resolved.attack.search
+        cells = list(self.cells)
+        if search.trials:
+            cells.append(SearchCell(kind=search.kind, shots=search.shots, lr=search.lr[0], epochs=search.epochs[0],
+                                    lora=search.lora[0], seed=search.seed))
+        for cell in cells:
+            if self.attacks.get(cell.kind) is not None:  # (an unknown kind is reported once, by its name)
+                self._check(self.attacks[cell.kind].check, cell)
+                if isinstance(cell, Cell):
+                    self._check(check_name, cell.id, "attack cell")  # it becomes attacks/DEFENSE/CELL
 
     def search_fingerprint(self, defense) -> str:
         return fingerprint({"defense": defense.fingerprint(), **self.eval_fingerprint(),
@@ -87,7 +117,8 @@ class Experiment:
         try:
             return step(*args)
         except UserError as exc:
-            self.problems.append(str(exc))
+            if str(exc) not in self.problems:  # e.g. one bad setting seen by every cell: listed once
+                self.problems.append(str(exc))
             return None
 
     def raise_problems(self) -> None:
@@ -108,8 +139,8 @@ class Experiment:
 
         risky = tasks_with_code(r.eval.benign.tasks)
         if risky:
-            raise UserError(f"eval.benign.tasks: {risky[0]} imports Python code (!function); set allow_code: true "
-                            "if you trust it")
+            raise UserError(f"eval.benign.tasks: {risky[0]} imports Python code (a function reference); set "
+                            "allow_code: true if you trust it")
 
     def _drift_trigger(self) -> Path | None:
         """The trigger of eval.drift: a defense's (by name) or a folder; checked before any work."""
@@ -243,6 +274,7 @@ class Experiment:
         if self.world:
             self._build_world()
             self._check_data()
+            self._check_cells()  # the world's data files exist now: each cell's sample can be checked
             self.raise_problems()
         return ModelEvaluator(self.resolved, self.out, self.drift_trigger)
 
@@ -301,11 +333,26 @@ class Experiment:
         summary = write_report(self.out, self.config, self.cells, self.copies)
         summary["seconds"] = round(time.time() - start, 1)
         print_line(f"done in {human_seconds(summary['seconds'])}: {self.out / 'report.md'}")
-        failed = [p for p in sorted(self.out.glob("**/result.json")) if (_read_marker(p).get("harm") or {}).get("failed")]
-        if failed:
-            raise UserError(f"judge calls failed in {len(failed)} evaluation(s) (e.g. {failed[0].parent}); the report "
-                            "leaves them out; run the same command again to judge only those (answers are kept)")
+        self._raise_incomplete()
         return summary
+
+    def _raise_incomplete(self) -> None:
+        """Exit code 1 (IncompleteRun) when the report lacks results: diverged attack cells (recorded, the
+        rest of the grid ran) or failed judge calls (judged again by the next run)."""
+        folders = [self.out / "defenses" / d.name for d in self.defenses]
+        folders += [self.out / "attacks" / d.name / c.id for d in self.defenses if d.attacked for c in self.cells]
+        results = [(f, _read_marker(f / "result.json")) for f in folders]  # this config's only, not stale ones
+        diverged = [f.relative_to(self.out) for f, r in results if r.get("failed") == "diverged"]
+        unjudged = [f for f, r in results if (r.get("harm") or {}).get("failed")]
+        problems = []
+        if diverged:
+            problems.append(f"{len(diverged)} attack cell(s) diverged (e.g. {diverged[0]}); the report shows them as "
+                            "failed; lower attack.lr for those settings")
+        if unjudged:
+            problems.append(f"judge calls failed in {len(unjudged)} evaluation(s) (e.g. {unjudged[0]}); the report "
+                            "leaves them out; run the same command again to judge only those (answers are kept)")
+        if problems:
+            raise IncompleteRun("; ".join(problems))
 
     def _build_world(self) -> None:
         from ..worlds import build_world
@@ -380,7 +427,11 @@ class Experiment:
             atomic_write_json(folder / "answers.json", answered)
         elif answered["fingerprint"] != answer_digests[0]:  # saved by an older sgt: keep them under their own key
             atomic_write_json(folder / "answers.json", {**answered, "fingerprint": answer_digests[0]})
-        result = {**(extra or {}), **evaluator.judge(answered), "fingerprint": digest}
+        if answered.get("failed"):  # nothing to judge: the result says why (and counts as no rate at all)
+            judged = {k: answered[k] for k in ("failed", "reason")} | {"harmful_rate": None, "benign_score": None}
+        else:
+            judged = evaluator.judge(answered)
+        result = {**(extra or {}), **judged, "fingerprint": digest}
         result["seconds"] = round(answered["seconds"] + time.time() - t, 1)
         atomic_write_json(folder / "result.json", result)
         if self.clock:
@@ -391,8 +442,13 @@ class Experiment:
         return result
 
     def _attack_and_answer(self, model_dir: str, cell: Cell, cell_dir: Path, evaluator: ModelEvaluator) -> dict:
+        """Attack, then answer. A diverged attack is recorded as failed and the run goes on with the rest
+        of the grid: its model is broken, so it is neither evaluated nor ever counted as refusing."""
         out = cell_dir / "model"
-        metrics = self.attacks[cell.kind].run(model_dir, cell, out)
+        try:
+            metrics = self.attacks[cell.kind].run(model_dir, cell, out)
+        except TrainingDiverged as exc:
+            return {"failed": "diverged", "reason": str(exc)}
         answered = evaluator.answer(str(out))
         # intermediate checkpoints (attack setting save_at_examples): one point each on a curve
         points = sorted(out.glob("at-*"), key=lambda p: int(p.name.split("-")[1]))
@@ -424,6 +480,8 @@ def _read_marker(path: Path) -> dict:
 
 
 def _summary(result: dict) -> str:
+    if result.get("failed"):
+        return f"failed ({result.get('reason') or result['failed']})"
     harmful = result.get("harmful_rate")
     benign = result.get("benign_score")
     text = f"harmful {harmful:.2f}" if harmful is not None else "harmful n/a"
@@ -504,7 +562,7 @@ def run_experiment(config: ExperimentConfig, out: str | Path, force: bool = Fals
     experiment = experiment or Experiment(config, out)
     if (out / "config.yaml").is_file() and not (out / OUTPUT_MARKER).exists():
         (out / OUTPUT_MARKER).write_text("run", encoding="utf-8")  # a run folder of an older sgt
-    check_output(out, "run")
+    check_output(out, "run", partial=False)
     created = not out.exists()
     try:
         with folder_lock(out):
@@ -579,6 +637,8 @@ def report_from_cli(run_dir: str, readme: str | None, assets: str, block: str = 
     saved = Path(run_dir) / "config.yaml"
     if not saved.is_file():
         raise UserError(f"{run_dir} is not an `sgt run` folder (no config.yaml)")
+    if readme and not Path(readme).is_file():  # checked before anything is written
+        raise UserError(f"--readme {readme}: file not found (name the README whose results block is replaced)")
     config = build_config(ExperimentConfig, read_yaml(saved), where="experiment")
     write_report(run_dir, config, grid_cells(config.attack), defense_copies(config))
     print(f"report: {Path(run_dir) / 'report.md'} (data: results.json)")

@@ -20,8 +20,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import cfg
-from ..errors import UserError
+from ..config import cfg, check_fraction
+from ..errors import TrainingDiverged, UserError
 
 
 @dataclass
@@ -31,9 +31,11 @@ class SearchSettings:
     shots: int = cfg(64, "The attacker's data budget (fixed; the search is over how it is used).")
     lr: list[float] = cfg([1e-6, 1e-3], "Learning-rate range, searched on a log scale.")
     epochs: list[float] = cfg([1.0, 5.0], "Range of epochs.")
-    batch_size: list[int] = cfg([8, 16, 32], "Batch sizes to choose from.")
+    batch_size: list[int] = cfg([8, 16, 32], "Batch sizes to choose from (the search's choice replaces "
+                                             "attack.settings.batch_size in its trials).")
     lora: list[bool] = cfg([False, True], "Full fine-tuning and/or LoRA.")
-    lora_r: list[int] = cfg([8, 64], "LoRA rank range (powers of two in between), when LoRA is chosen.")
+    lora_r: list[int] = cfg([8, 64], "LoRA rank range (powers of two in between), when LoRA is chosen (with "
+                                     "lora_alpha = 2 x rank; both replace attack.settings' in its trials).")
     capability_floor: float | None = cfg(None, "Keep at least this fraction of the defended benign score "
                                                "(None: report.capability_floor).")
     seed: int = cfg(0, "Seed of the search (TPE sampler) and of the attack's data sample.")
@@ -49,6 +51,10 @@ class SearchSettings:
                 raise UserError(f"attack.search.{name} must be a range [low, high] with 0 < low <= high, got {values}")
         if not self.batch_size or not self.lora:
             raise UserError("attack.search.batch_size and attack.search.lora need at least one value")
+        if min(self.batch_size) < 1:
+            raise UserError(f"attack.search.batch_size values must be at least 1, got {self.batch_size}")
+        if self.capability_floor is not None:
+            check_fraction(self.capability_floor, "attack.search.capability_floor")
 
 
 @dataclass
@@ -106,17 +112,24 @@ def run_search(experiment, defense, model_dir: str, defended: dict, evaluator, s
         cell, settings = sample(trial, search)
         out = folder / f"{defense.name}-trial{number}" / "model"
         shutil.rmtree(out.parent, ignore_errors=True)
-        experiment.make_attack(search.kind, settings).run(model_dir, cell, out)
-        result = evaluator.judge(evaluator.answer(str(out)))
+        try:
+            experiment.make_attack(search.kind, settings).run(model_dir, cell, out)
+            result = evaluator.judge(evaluator.answer(str(out)))
+        except TrainingDiverged as exc:  # a setting the attacker tried and lost: no rate, never the best
+            result = {"harmful_rate": None, "benign_score": None, "failed": str(exc)}
         shutil.rmtree(out.parent, ignore_errors=True)
         value = objective_value(result["harmful_rate"], result["benign_score"], defended.get("benign_score"), floor)
-        for key in ("harmful_rate", "benign_score"):
-            trial.set_user_attr(key, result[key])
+        for key in ("harmful_rate", "benign_score", "failed"):
+            if key in result:
+                trial.set_user_attr(key, result[key])
         study.tell(trial, value)
-        print_line(f"[search {defense.name}] trial {number + 1}/{search.trials}: harmful {result['harmful_rate']:.2f}, "
-                   f"benign {result['benign_score'] if result['benign_score'] is not None else float('nan'):.2f} "
-                   f"with {json.dumps({**trial.params})}")
+        outcome = result.get("failed") or f"harmful {_number(result['harmful_rate'])}, benign {_number(result['benign_score'])}"
+        print_line(f"[search {defense.name}] trial {number + 1}/{search.trials}: {outcome} with {json.dumps({**trial.params})}")
     return summarize_study(study, folder / f"{defense.name}.json")
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def summarize_study(study, path: Path) -> dict:

@@ -311,7 +311,7 @@ class LLMJudge:
             os.replace(tmp, path)
         except OSError as exc:
             raise _Fatal(f"cannot write the judge cache in {self.cache_dir}: {exc.strerror}; "
-                         "pass --judge-cache DIR with a writable folder") from None
+                         "set the judge option cache_dir to a writable folder (--judge-options cache_dir=DIR)") from None
 
 
 # -------------------------------------------------------------------------------------------------
@@ -325,7 +325,7 @@ def load_template(path: str | None) -> str:
         return DEFAULT_TEMPLATE
     file = Path(path).expanduser()
     if not file.is_file():
-        raise UserError(f"judge template file not found: {file} (check --judge-template)")
+        raise UserError(f"judge template file not found: {file} (check the judge option template)")
     text = file.read_text(encoding="utf-8")
     missing = [p for p in PLACEHOLDERS if p not in text]
     if missing:
@@ -378,7 +378,7 @@ def _api_key(env: str) -> str:
     if not key:
         raise UserError(f"the llm judge reads its API key from the environment variable {env}, which is not set: "
                         f"run `export {env}=...` (any value for a local server without keys), "
-                        "or name another variable with --judge-api-key-env")
+                        "or name another variable with the judge option api_key_env (--judge-options api_key_env=NAME)")
     return key
 
 
