@@ -164,11 +164,12 @@ def learn_trigger(config: TriggerConfig, model=None, tokenizer=None, examples: l
     train_config = dataclasses.replace(config, gradient_checkpointing=False)
     with output_dir(config.out, keep_partial=config.save_steps > 0, kind="trigger") as work:
         result = train_rows(wrapper, tokenizer, dataset, train_config, work, trainer_class=TriggerTrainer)
-        trained = result["trainer"].accelerator.unwrap_model(result["model"]).trigger
+        wrapper = result["trainer"].accelerator.unwrap_model(result["model"])
+        trained = wrapper.trigger
         metrics.update(result["metrics"])
         metrics["component_history"] = component_history(result["trainer"], COMPONENTS)
         if held_out and is_main_process():  # under torchrun/accelerate, rank 0 evaluates and writes
-            rate, rows = refusal_rate(model, tokenizer, held_out, fmt, trained, config.eval_max_new_tokens)
+            rate, rows = refusal_rate(wrapper.lm, tokenizer, held_out, fmt, trained, config.eval_max_new_tokens)
             metrics["refusal_rate_trigger"] = rate
             write_jsonl(work / "eval_generations.jsonl", rows)
         trained.metadata.update({"steps": metrics["steps"]})
