@@ -27,8 +27,8 @@ _STRUCTURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def fsdp_launch() -> bool:
-    """Whether this process was started by `accelerate launch` with an FSDP config."""
-    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """Whether this process was started by `accelerate launch` with an FSDP config (any process count)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
 
 
 def weightless_copy(model: nn.Module) -> nn.Module:
