@@ -216,7 +216,7 @@ def stage_memory(shape: ModelShape, stage: Stage, launch: Launch, processes: int
     activations_other (with the other gradient-checkpointing setting)."""
     c = stage.config
     n = 1 if stage.one_process or launch.kind == "one process" else (processes or launch.processes)
-    fsdp = launch.kind == "FSDP" and n > 1
+    fsdp = launch.kind == "FSDP" and not stage.one_process  # on one GPU too: FSDP's float32 shards
     w = dtype_bytes(c.dtype)
     if stage.kind == "trigger":   # the model is frozen; the trigger vectors train (in float32)
         trainable, state = (1 if c.tied else c.length) * shape.hidden, 4
