@@ -142,3 +142,8 @@ def test_plan_says_why_when_the_shape_is_unknown(no_network, tmp_path):
                              "--set", "model=some-org/unknown-model")
     assert code == 0, err
     assert "memory plan: not available for some-org/unknown-model" in out
+
+
+def test_a_gpu_size_that_is_no_size_is_one_line_error(tmp_path):
+    code, _, err = run_cli("run", "configs/micro.yaml", "--dry-run", "--gpu-memory", "0", "--out", str(tmp_path / "r"))
+    assert code == 2 and "--gpu-memory: '0' is not a GPU size" in err and len(err.strip().splitlines()) == 1

@@ -109,7 +109,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     run.add_argument("--out", default=None, help="Output folder for the run (re-running resumes it); required unless --show.")
     run.add_argument("--dry-run", action="store_true", help="Validate the whole config and print the plan, "
                                                             "without loading any weights.")
-    run.add_argument("--gpu-memory", type=float, default=80.0, metavar="GIB",
+    from .memory_plan import gpu_gib_value
+
+    run.add_argument("--gpu-memory", type=gpu_gib_value, default=80.0, metavar="GIB",
                      help="GPU size in GiB for the memory plan that --dry-run prints (default 80): per training "
                           "stage, weights, gradients, AdamW, the stage-2 teacher, logits and activations per "
                           "process under the launcher, and the GPUs needed. Activations assume rows padded to "

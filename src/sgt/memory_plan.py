@@ -25,8 +25,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 GiB = 2 ** 30
 RESERVE_GIB = 2.0  # per GPU: the CUDA context and the allocator's fragmentation
 
@@ -75,6 +73,7 @@ class ModelShape:
 
     @classmethod
     def from_config(cls, config, source: str) -> ModelShape:
+        import torch
         from transformers import AutoModelForCausalLM
 
         with torch.device("meta"):
@@ -312,6 +311,19 @@ def experiment_stages(experiment) -> list[Stage]:
             searched = "searched attacker" if extra else "attack"
             stages.append(Stage(f"{searched} ({'LoRA' if lora else 'full'}, batch {config.batch_size})", config))
     return stages
+
+
+def gpu_gib_value(text: str) -> float:
+    """`--gpu-memory` as a number of GiB larger than what is kept per GPU (argparse type: one-line error)."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if value <= RESERVE_GIB:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a GPU size: give GiB above {RESERVE_GIB:g}, e.g. 80")
+    return value
 
 
 def plan_text(experiment, gpu_gib: float = 80.0) -> str:
