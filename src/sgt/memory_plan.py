@@ -209,29 +209,20 @@ def dtype_bytes(dtype: str) -> int:
     return 4 if dtype in ("float32", "fp32") else 2  # auto: bf16 on a CUDA GPU
 
 
-def stage_memory(shape: ModelShape, stage: Stage, launch: Launch, processes: int | None = None) -> dict[str, float]:
-    """Bytes per process of `stage` on `shape` under `launch` (over `processes` processes, default the
-    launch's): weights, gradients, adamw, teacher, logits, activations (as configured) and
-    activations_other (with the other gradient-checkpointing setting)."""
+def trained(shape: ModelShape, stage: Stage, w: int, fsdp_mixed: bool) -> tuple[int, int, bool]:
+    """(trainable parameters, bytes of each of their values, whether they train next to a frozen model)."""
     c = stage.config
-    n = 1 if stage.one_process or launch.kind == "one process" else (processes or launch.processes)
-    fsdp = launch.kind == "FSDP" and not stage.one_process  # on one GPU too: FSDP's float32 shards
-    w = dtype_bytes(c.dtype)
-    if stage.kind == "trigger":   # the model is frozen; the trigger vectors train (in float32)
-        trainable, state = (1 if c.tied else c.length) * shape.hidden, 4
-    elif getattr(c, "lora", False):
-        trainable, state = shape.lora_parameters(c.lora_r, c.lora_targets), 4
-    else:
-        # accelerate upcasts FSDP's trainable 16-bit shards to float32 under mixed precision
-        trainable, state = shape.parameters, 4 if fsdp and launch.mixed_precision != "no" else w
-    added = stage.kind == "trigger" or getattr(c, "lora", False)  # trained next to the frozen model
-    weights = (shape.parameters * w if added else 0) + trainable * state
-    if fsdp:
-        working = (shape.parameters - shape.layers * shape.layer_parameters + 2 * shape.layer_parameters) * w
-        weights = (weights / n if launch.shards_weights else weights) + working
-    gradients = trainable * state * (1 / n if fsdp else 2 if n > 1 else 1)
-    adamw = 2 * trainable * state / (n if fsdp else 1)
-    teacher = shape.parameters * w if stage.kind == "align" and not c.lora else 0
+    if stage.kind == "trigger":  # the model is frozen; the trigger vectors train in float32
+        return (1 if c.tied else c.length) * shape.hidden, 4, True
+    if getattr(c, "lora", False):  # PEFT makes the LoRA matrices float32
+        return shape.lora_parameters(c.lora_r, c.lora_targets), 4, True
+    # accelerate upcasts FSDP's trainable 16-bit shards to float32 under mixed precision
+    return shape.parameters, 4 if fsdp_mixed else w, False
+
+
+def activation_bytes(shape: ModelShape, stage: Stage, w: int) -> tuple[float, float, float]:
+    """(logits, activations with gradient checkpointing, without) per process: see ACTIVATIONS."""
+    c = stage.config
     passes = 1  # forward passes whose graph is held for one backward
     if stage.kind == "trigger" and c.consistency_weight:
         passes += c.noise_draws
@@ -240,14 +231,34 @@ def stage_memory(shape: ModelShape, stage: Stage, launch: Launch, processes: int
     tokens = c.batch_size * c.max_length * passes
     logits = tokens * shape.vocab * (w + 8)
     per_layer = 7 * shape.hidden + 2 * shape.kv_width + 4 * shape.intermediate
-    full = tokens * (shape.layers * per_layer + shape.hidden) * w
     checkpointed = tokens * ((shape.layers + 1) * shape.hidden + per_layer) * w
-    if stage.kind == "align":  # teacher states (compute dtype) and float32 distances, every layer
+    full = tokens * (shape.layers * per_layer + shape.hidden) * w
+    if stage.kind == "align":  # the teacher's states (compute dtype) and float32 distances, every layer
         extra = c.batch_size * c.max_length * shape.layers * shape.hidden * (w + 4)
-        full, checkpointed = full + extra, checkpointed + extra
+        checkpointed, full = checkpointed + extra, full + extra
+    return logits, checkpointed, full
+
+
+def stage_memory(shape: ModelShape, stage: Stage, launch: Launch, processes: int | None = None) -> dict[str, float]:
+    """Bytes per process of `stage` on `shape` under `launch` (over `processes` processes, default the
+    launch's): weights, gradients, adamw, teacher, logits, activations (as configured) and
+    activations_other (with the other gradient-checkpointing setting)."""
+    c = stage.config
+    n = 1 if stage.one_process or launch.kind == "one process" else (processes or launch.processes)
+    fsdp = launch.kind == "FSDP" and not stage.one_process  # on one GPU too: FSDP's float32 shards
+    w = dtype_bytes(c.dtype)
+    trainable, state, added = trained(shape, stage, w, fsdp and launch.mixed_precision != "no")
+    weights = (shape.parameters * w if added else 0) + trainable * state
+    if fsdp:  # the shards, plus the root unit and two decoder layers gathered while they compute
+        working = (shape.parameters - shape.layers * shape.layer_parameters + 2 * shape.layer_parameters) * w
+        weights = (weights / n if launch.shards_weights else weights) + working
+    logits, checkpointed, full = activation_bytes(shape, stage, w)
     on, off = (checkpointed, full) if c.gradient_checkpointing else (full, checkpointed)
-    return {"weights": weights, "gradients": gradients, "adamw": adamw, "teacher": teacher, "logits": logits,
-            "activations": on, "activations_other": off}
+    return {"weights": weights,
+            "gradients": trainable * state * (1 / n if fsdp else 2 if n > 1 else 1),  # DDP: + its buckets
+            "adamw": 2 * trainable * state / (n if fsdp else 1),
+            "teacher": shape.parameters * w if stage.kind == "align" and not c.lora else 0,
+            "logits": logits, "activations": on, "activations_other": off}
 
 
 def total(memory: dict[str, float]) -> float:
@@ -274,6 +285,9 @@ def gpus_needed(shape: ModelShape, stage: Stage, launch: Launch, gpu_gib: float)
 def experiment_stages(experiment) -> list[Stage]:
     """Every training stage an experiment runs: each defense's stage configs, then each distinct attack
     setting (full / LoRA) of the grid and of the searched attacker."""
+    from types import SimpleNamespace
+
+    from .methods.align import AlignConfig
     from .methods.defend import DefenseTrainingConfig, GradientDefenseTrainer
     from .methods.trigger import TriggerConfig
     from .training import OptimFields
@@ -286,7 +300,7 @@ def experiment_stages(experiment) -> list[Stage]:
                 continue  # the trigger comes from a file: no stage 1
             kind = ("trigger" if isinstance(config, TriggerConfig) else
                     "streams" if isinstance(config, DefenseTrainingConfig) else
-                    "align" if type(config).__name__ == "AlignConfig" else "finetune")
+                    "align" if isinstance(config, AlignConfig) else "finetune")
             trainer = getattr(defense, "trainer_class", None)
             # gradients taken by hand (some baselines, stage 2's simulated attack) need one process
             one = bool(trainer) and issubclass(trainer, GradientDefenseTrainer) or getattr(config, "attack_steps", 0) > 0
@@ -303,8 +317,8 @@ def experiment_stages(experiment) -> list[Stage]:
         attack = experiment.make_attack(kind, extra) if extra else experiment.attacks.get(kind)
         if attack is None or not hasattr(attack, "config"):
             continue
-        probe = type("Probe", (), {"shots": 1, "lr": 1e-5, "epochs": 1.0, "lora": lora, "seed": 0})()
-        config = attack.config(".", probe, Path("."))
+        cell = SimpleNamespace(shots=1, lr=1e-5, epochs=1.0, lora=lora, seed=0)  # sizes do not depend on these
+        config = attack.config(".", cell, Path("."))
         key = (config.batch_size, config.max_length, config.gradient_checkpointing, lora, config.lora_r)
         if key not in seen:
             seen.add(key)
