@@ -147,3 +147,18 @@ def test_plan_says_why_when_the_shape_is_unknown(no_network, tmp_path):
 def test_a_gpu_size_that_is_no_size_is_one_line_error(tmp_path):
     code, _, err = run_cli("run", "configs/micro.yaml", "--dry-run", "--gpu-memory", "0", "--out", str(tmp_path / "r"))
     assert code == 2 and "--gpu-memory: '0' is not a GPU size" in err and len(err.strip().splitlines()) == 1
+
+
+def test_ddp_needs_everything_on_each_gpu(no_network, tmp_path):
+    """Under DDP full fine-tuning of an 8B model does not fit 80 GiB (bf16 weights, gradients twice, AdamW:
+    10 bytes per parameter); LoRA fits one GPU per process."""
+    code, out, err = run_cli("run", "configs/paper/llama3.1-8b.yaml", "--dry-run", "--out", str(tmp_path / "run"),
+                             "--set", "launcher=[accelerate,launch,--config_file,configs/accelerate/ddp.yaml]",
+                             "--set", "attack.lora=[true]")
+    assert code == 0, err
+    plan = out[out.index("memory plan"):]
+    assert "DDP over 8 processes" in plan
+    rows = {re.split(r"\s{2,}", line.strip())[0]: line.strip() for line in plan.splitlines()[4:8]}
+    assert rows["sft"].endswith("does not fit") and rows["sgt align"].endswith("does not fit")
+    assert rows["attack (LoRA, batch 2)"].endswith("1 per process")
+    assert "does not fit on GPUs of 80 GiB: sft, sgt align" in plan

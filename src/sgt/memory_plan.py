@@ -270,7 +270,7 @@ def gpus_needed(shape: ModelShape, stage: Stage, launch: Launch, gpu_gib: float)
     FSDP spreads the sharded part over more GPUs; one process or DDP needs it all on each."""
     budget = (gpu_gib - RESERVE_GIB) * GiB
     if launch.kind != "FSDP" or stage.one_process:
-        return 1 if total(stage_memory(shape, stage, Launch("one process"))) <= budget else None
+        return 1 if total(stage_memory(shape, stage, launch)) <= budget else None
     for n in range(1, 1025):
         if total(stage_memory(shape, stage, launch, processes=n)) <= budget:
             return n
