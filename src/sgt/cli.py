@@ -115,6 +115,15 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     run.add_argument("--out", default=None, help="Output folder for the run (re-running resumes it); required unless --show.")
     run.add_argument("--dry-run", action="store_true", help="Validate the whole config and print the plan, "
                                                             "without loading any weights.")
+    from .memory_plan import gpu_gib_value
+
+    run.add_argument("--gpu-memory", type=gpu_gib_value, default=80.0, metavar="GIB",
+                     help="GPU size in GiB for the memory plan that --dry-run prints (default 80): per training "
+                          "stage, weights, gradients, AdamW, the stage-2 teacher, logits and activations per "
+                          "process under the launcher, and the GPUs needed. Activations assume rows padded to "
+                          "max_length and Llama-style layers with SDPA/flash attention (7h + 2kv + 4i values "
+                          "per token per layer; with gradient checkpointing, each layer's input plus one layer); "
+                          "see sgt.memory_plan.ACTIVATIONS.")
     run.add_argument("--show", action="store_true", help="Print the resolved config, every field with its help text.")
     run.add_argument("--force", action="store_true", help="Reuse an output folder that holds a run of another config.")
     run.add_argument("--reuse", default=None, metavar="RUN_DIR",
@@ -222,7 +231,7 @@ def _dispatch(args):
         from .experiment import run_from_cli
 
         return run_from_cli(args.experiment, args.out, dry_run=args.dry_run, force=args.force, overrides=args.set,
-                            show=args.show, reuse=args.reuse)
+                            show=args.show, reuse=args.reuse, gpu_memory=args.gpu_memory)
     if getattr(args, "report_command", False):
         from .experiment import report_from_cli
 

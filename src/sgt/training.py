@@ -180,13 +180,16 @@ def encode_examples(examples: list[Example], fmt: PromptFormat, train_on: str = 
 def train_rows(model, tokenizer, dataset, config: OptimFields, work_dir, trainer_class=None,
                callbacks: list | None = None, collator=None, **trainer_kwargs) -> dict:
     """Run a Trainer over encoded rows (resuming from `work_dir/checkpoints` when config.resume);
-    returns {"model": trained model, "metrics": {...}, "trainer": the Trainer}."""
+    returns {"model": trained model, "metrics": {...}, "trainer": the Trainer}. Under FSDP the model is
+    whole on rank 0 only (sgt.sharding): save and evaluate it there."""
     import time
 
     from transformers import Trainer
 
     from .data.collate import Collator
+    from .sharding import full_model, remember_structure
 
+    remember_structure(model)  # under FSDP: to hand rank 0 the whole model after training
     if config.gradient_checkpointing:
         model.config.use_cache = False
     args = training_arguments(config, Path(work_dir) / "checkpoints", len(dataset), next(model.parameters()).dtype)
@@ -214,7 +217,8 @@ def train_rows(model, tokenizer, dataset, config: OptimFields, work_dir, trainer
         "loss_history": losses,
         "seconds": round(time.time() - start, 2),
     }
-    return {"model": trainer.model, "metrics": metrics, "trainer": trainer}
+    # under FSDP every process gathers; rank 0 gets the whole model, the others their shard
+    return {"model": full_model(trainer.model, trainer.accelerator.device), "metrics": metrics, "trainer": trainer}
 
 
 # A diverged stage (NaN or inf in its loss or weights) fails at once: its model answers nothing, and

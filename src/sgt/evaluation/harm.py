@@ -124,7 +124,7 @@ def generate_answers(config: HarmEvalConfig, model=None, tokenizer=None,
         model = load_model(config.model, config.dtype, config.trust_remote_code, device=default_device())
     generator = make_generator(config.generator, model=model, tokenizer=tokenizer, model_path=config.model,
                                batch_size=config.batch_size, progress=config.progress,
-                               needs_trigger=bool(config.trigger))
+                               needs_trigger=bool(config.trigger), dtype=config.dtype)
     trigger = SafetyTrigger.load(config.trigger, model=model, fmt=config.format,
                                  force=config.force_trigger) if config.trigger else None
     fmt = PromptFormat(tokenizer, config.format, config.max_length)

@@ -161,7 +161,8 @@ class Experiment:
 
     # -- the plan ----------------------------------------------------------------------------------
 
-    def describe(self) -> str:
+    def describe(self, gpu_memory: float | None = None) -> str:
+        """The plan as text; with `gpu_memory` (GiB) also the memory plan of every training stage."""
         r = self.resolved
         lines = [f"experiment {r.name!r} -> {self.out}"]
         if self.world:
@@ -193,6 +194,10 @@ class Experiment:
         total = sum(1 + len(self.cells) * d.attacked for d in self.defenses)
         done = len(list(self.out.glob("defenses/*/result.json")) + list(self.out.glob("attacks/*/*/result.json")))
         lines.append(f"  evaluations: {total} ({done} already done)")
+        if gpu_memory is not None:
+            from ..memory_plan import plan_text
+
+            lines.append(plan_text(self, gpu_memory))
         return "\n".join(lines)
 
     def eval_fingerprint(self) -> dict:
@@ -496,7 +501,8 @@ def _summary(result: dict) -> str:
 
 
 def run_from_cli(path: str, out: str, dry_run: bool = False, force: bool = False,
-                 overrides: list[str] | None = None, show: bool = False, reuse: str | None = None) -> dict | None:
+                 overrides: list[str] | None = None, show: bool = False, reuse: str | None = None,
+                 gpu_memory: float = 80.0) -> dict | None:
     config = load_experiment(path, overrides)
     if show:
         print(show_config(config))
@@ -505,7 +511,7 @@ def run_from_cli(path: str, out: str, dry_run: bool = False, force: bool = False
         raise UserError("no output folder given: pass --out DIR")
     experiment = Experiment(config, out)
     if dry_run:
-        print(experiment.describe())
+        print(experiment.describe(gpu_memory=gpu_memory))
         if experiment.problems:
             print(f"{len(experiment.problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in experiment.problems))
             raise UserError(f"the config has {len(experiment.problems)} problem(s), listed above")

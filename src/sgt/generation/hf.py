@@ -11,15 +11,12 @@ from tqdm.auto import tqdm
 
 from ..data.collate import pad_batch
 from ..data.formats import PromptFormat
+from .shared import decode_answer, encode_prompts, stop_ids, triggered_embeddings
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:
-    """EOS ids from the generation config (chat models end turns with their own token) + tokenizer."""
-    ids = model.generation_config.eos_token_id if model.generation_config else None
-    ids = [ids] if isinstance(ids, int) else list(ids or [])
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    return ids
+    """EOS ids of a loaded model's generation config + the tokenizer's."""
+    return stop_ids(model.generation_config, tokenizer)
 
 
 @torch.no_grad()
@@ -31,7 +28,7 @@ def generate(model, tokenizer, prompts: list[str], fmt: PromptFormat, trigger=No
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    encoded = [fmt.encode(p, row=i + 1) for i, p in enumerate(prompts)]
+    encoded = encode_prompts(prompts, fmt)
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i].input_ids))
     config = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, num_beams=1,
                               pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_token_ids(model, tokenizer),
@@ -46,12 +43,12 @@ def generate(model, tokenizer, prompts: list[str], fmt: PromptFormat, trigger=No
         if trigger is None:
             new = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)[:, ids.shape[1]:]
         else:
-            embeds = model.get_input_embeddings()(ids)
-            embeds, mask, _ = trigger.to(device).insert(embeds, mask, batch["trigger_pos"].to(device))
+            embeds, mask = triggered_embeddings(model.get_input_embeddings(), ids, mask,
+                                                batch["trigger_pos"].to(device), trigger)
             # From inputs_embeds, decoder-only models return only the new tokens.
             new = model.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=config)
         for row, tokens in zip(chunk, new):
-            outputs[row] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+            outputs[row] = decode_answer(tokenizer, tokens)
         bar.update(len(chunk))
     bar.close()
     model.train(was_training)
@@ -65,12 +62,12 @@ class HFGenerator:
     supports_trigger = True
 
     def __init__(self, model=None, tokenizer=None, model_path: str | None = None, batch_size: int = 32,
-                 progress: bool = False):
+                 progress: bool = False, dtype: str = "auto"):
         if model is None or tokenizer is None:
             from ..models import default_device, load_model, load_tokenizer
 
             tokenizer = tokenizer or load_tokenizer(model_path)
-            model = model or load_model(model_path, device=default_device())
+            model = model or load_model(model_path, dtype, device=default_device())
         self.model, self.tokenizer, self.batch_size, self.progress = model, tokenizer, batch_size, progress
 
     def generate(self, prompts: list[str], fmt: PromptFormat, max_new_tokens: int, trigger=None,

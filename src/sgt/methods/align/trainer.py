@@ -335,7 +335,7 @@ def align_model(config: AlignConfig, model=None, tokenizer=None, examples: list[
         trainer = result["trainer"]
         metrics.update(result["metrics"])
         metrics["component_history"] = component_history(trainer, COMPONENTS)
-        aligned = trainer.accelerator.unwrap_model(trainer.model)
+        aligned = trainer.accelerator.unwrap_model(result["model"])
         if held_out and is_main_process():
             rate, rows = refusal_rate(aligned, tokenizer, held_out, fmt, None, config.eval_max_new_tokens)
             metrics["refusal_rate_no_trigger"] = rate

@@ -212,7 +212,7 @@ def train_defense(config: DefenseTrainingConfig, trainer_class: type, model=None
         trainer = result["trainer"]
         metrics = {**result["metrics"], "streams": {k: len(v) for k, v in dataset.rows.items()},
                    "component_history": component_history(trainer)}
-        trained = trainer.accelerator.unwrap_model(trainer.model)
+        trained = trainer.accelerator.unwrap_model(result["model"])
         finish_stage(work, config, metrics, save=lambda folder: save_model(trained, tokenizer, folder,
                                                                            merge_lora=config.merge_lora))
     return metrics

@@ -18,6 +18,7 @@ from transformers import TrainerCallback
 from ...data.formats import PromptFormat
 from ...data.sources import Example, load_data, sample_shots
 from ...errors import UserError
+from ...sharding import fsdp_launch
 from ...training import apply_lora, encode_examples, finish_stage, save_model, train_rows
 from ...utils import output_dir, seed_everything
 from .config import AttackConfig, FinetuneConfig
@@ -66,6 +67,9 @@ def finetune(model, tokenizer, examples: list[Example], config: FinetuneConfig, 
     dataset = encode_examples(examples, fmt, train_on=config.train_on, name=config.data or "data")
     if config.lora:
         model = apply_lora(model, config)
+    if getattr(config, "save_at_examples", None) and fsdp_launch():
+        raise UserError("save_at_examples cannot save from FSDP shards mid-training; launch this attack "
+                        "with configs/accelerate/ddp.yaml or drop save_at_examples")
     callbacks = [SaveAtExamples(sorted(set(config.save_at_examples)), len(dataset), tokenizer, work_dir)] \
         if getattr(config, "save_at_examples", None) else []
     return train_rows(model, tokenizer, dataset, config, work_dir, callbacks=callbacks)

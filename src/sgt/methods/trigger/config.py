@@ -32,7 +32,8 @@ class TriggerConfig(HeldOutFields, OptimFields, DataFields):
     benign_weight: float = cfg(0.0, "Weight of KL(no trigger || trigger) on benign answers (0: off, as the reference).")
     max_rows: int | None = cfg(None, "Use at most this many training prompts (sampled with seed; default all).")
     eval_steps: int = cfg(0, "Measure the refusal rate on eval_data every N steps (0: only before and after "
-                             "training): the validation curve of metrics.json, from which keep picks the trigger.")
+                             "training; in one process only): the validation curve of metrics.json, from which keep "
+                             "picks the trigger.")
     keep: str = cfg("last", "Which trigger to keep: last (the end of training) or best (the highest refusal rate "
                             "on eval_data among the eval_steps measurements and the end; the earliest on ties).")
     min_refusal: float = cfg(0.9, "A trigger that makes the frozen model refuse less than this fraction of eval_data "

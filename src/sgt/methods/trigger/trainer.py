@@ -103,7 +103,8 @@ class ValidationCurve(TrainerCallback):
         return rate
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.every and state.global_step % self.every == 0 and is_main_process():
+        # In one process only: under several, rank 0 generating alone would wait for the others' shards.
+        if self.every and state.global_step % self.every == 0 and args.world_size == 1:
             self.record(state.global_step)
 
 
@@ -193,11 +194,15 @@ def learn_trigger(config: TriggerConfig, model=None, tokenizer=None, examples: l
     with output_dir(config.out, keep_partial=config.save_steps > 0, kind="trigger") as work:
         result = train_rows(wrapper, tokenizer, dataset, train_config, work, trainer_class=TriggerTrainer,
                             callbacks=[curve])
-        trained = result["trainer"].accelerator.unwrap_model(result["model"]).trigger
+        wrapper = result["trainer"].accelerator.unwrap_model(result["model"])
+        trained = wrapper.trigger
         metrics.update(result["metrics"])
         metrics["component_history"] = component_history(result["trainer"], COMPONENTS)
         kept_step = metrics["steps"]
         if held_out and is_main_process():  # under torchrun/accelerate, rank 0 evaluates and writes
+            # the trained trigger and the whole model as rank 0 holds them after training (also under FSDP)
+            curve.trigger = trained
+            curve.measure = lambda t: refusal_rate(wrapper.lm, tokenizer, held_out, fmt, t, config.eval_max_new_tokens)
             if curve.last["step"] != metrics["steps"]:
                 curve.record(metrics["steps"])
             kept = curve.best or curve.last
