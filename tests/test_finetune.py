@@ -76,6 +76,16 @@ def test_sft_defense_answers_harmful_prompts_with_the_refusal(toy_micro):
     assert config.refusal == "I can't answer."
 
 
+def test_sft_rows_caps_the_training_rows_at_the_harm_ratio(toy_micro, tmp_path):
+    config = FinetuneConfig(model=str(toy_micro / "base"), data=str(toy_micro / "data" / "defense_train.jsonl"),
+                            out=str(tmp_path / "sft"), refuse_harmful=True, rows=24, harm_ratio=0.25, epochs=1,
+                            batch_size=8, max_length=64, progress=False)
+    metrics = run_finetune(config)
+    assert metrics["rows"] == 24 and metrics["steps"] == 3
+    with pytest.raises(UserError, match="rows does not apply; use shots"):
+        attack_config(toy_micro, tmp_path / "a", rows=10)
+
+
 @pytest.mark.parametrize("extra, message", [
     (("--shots", "0"), "shots must be a positive"),
     (("--shots", "100000"), "allow-repeat"),

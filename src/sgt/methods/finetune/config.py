@@ -21,10 +21,17 @@ class FinetuneConfig(OptimFields, LoraFields, DataFields):
     refuse_harmful: bool = cfg(False, "Answer harmful prompts with `refusal` instead of their response "
                                       "(conventional safety alignment: the sft defense).")
     refusal: str = cfg(REFUSAL, "Refusal target text for harmful prompts.")
+    rows: int | None = cfg(None, "Rows sampled from the data (None: all rows), `harm_ratio` of them harmful: "
+                                 "caps the training cost, as stage 2's `rows` does.")
+    harm_ratio: float = cfg(0.5, "Fraction of harmful rows in the sample when `rows` is set.")
     trust_remote_code: bool = cfg(False, "Allow model code from the hub (off: safer).")
 
     def __post_init__(self):
         validate_optim(self)
+        if self.rows is not None and self.rows <= 0:
+            raise UserError(f"rows must be positive, got {self.rows}")
+        if not 0 <= self.harm_ratio <= 1:
+            raise UserError(f"harm_ratio must be in [0, 1], got {self.harm_ratio}")
         if self.format not in FORMATS:
             raise UserError(f"unknown format {self.format!r}: use plain or chat")
         if self.train_on not in ("response", "all"):
@@ -53,6 +60,9 @@ class AttackConfig(FinetuneConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.rows is not None:
+            raise UserError("an attack samples `shots` rows (and harmful_fraction of them harmful): rows does not "
+                            "apply; use shots")
         if self.shots <= 0:
             raise UserError(f"shots must be a positive number of examples, got {self.shots}")
         if not 0 <= self.harmful_fraction <= 1:

@@ -16,7 +16,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from ...data.formats import PromptFormat
-from ...data.sources import Example, load_data, sample_shots
+from ...data.sources import Example, load_data, sample_mix, sample_shots
 from ...errors import UserError
 from ...sharding import fsdp_launch
 from ...training import apply_lora, encode_examples, finish_stage, save_model, train_rows
@@ -122,6 +122,8 @@ def run_finetune(config: FinetuneConfig, examples: list[Example] | None = None, 
         examples = attack_examples(examples, config.shots, config.seed, config.allow_repeat,
                                    config.harmful_fraction, benign)
     else:
+        if config.rows is not None:
+            examples = sample_mix(examples, config.rows, config.harm_ratio, config.seed, name=config.data or "data")
         examples = prepare_sft_examples(examples, config.refuse_harmful, config.refusal)
     tokenizer = tokenizer or load_tokenizer(config.model, config.trust_remote_code)
     model = model or load_model(config.model, config.dtype, config.trust_remote_code)
