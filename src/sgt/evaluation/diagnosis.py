@@ -28,26 +28,16 @@ import torch
 from ..config import cfg
 from ..errors import UserError
 from ..refusal import REFUSAL
+from .drift import TriggerProbeFields
 
 
 @dataclass
-class DiagnoseConfig:
-    base: str = cfg("", "The frozen base model the trigger was learned on (with the trigger: the teacher).")
-    trigger: str = cfg("", "Trigger folder written by `sgt trigger` for the base model.")
-    model: list[str] = cfg([], "Aligned models to diagnose (repeat --model or comma separated; empty: the teacher "
-                               "and the base only).")
+class DiagnoseConfig(TriggerProbeFields):
     sets: dict = cfg({}, "Prompt sets, name=file,... (any data source; only harmful or unlabelled rows are used), "
                          "e.g. train=defense_train.jsonl,val=harm_val.jsonl,eval=harm_eval.jsonl.")
-    n: int | None = cfg(100, "Prompts per set (sampled with seed; None: all).")
     refusal: str = cfg(REFUSAL, "The refusal whose first token is tracked.")
-    format: str = cfg("plain", "Prompt format: plain or chat (must match the trigger's).")
-    max_length: int = cfg(512, "Maximum prompt tokens.")
     max_new_tokens: int = cfg(32, "Tokens generated per prompt for the refusal rates.")
-    batch_size: int = cfg(16, "Prompts per forward pass.")
-    dtype: str = cfg("auto", "Weights dtype: auto, bfloat16, float16 or float32.")
-    seed: int = cfg(42, "Seed of the prompt samples.")
     out: str = cfg("", "Output folder: diagnosis.json, diagnosis.md, config.yaml.")
-    trust_remote_code: bool = cfg(False, "Allow model code from the hub (off: safer).")
 
 
 def first_refusal_token(fmt, refusal: str, prompt: str) -> int:

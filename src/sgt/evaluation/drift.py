@@ -92,20 +92,27 @@ class DriftSettings:
 
 
 @dataclass
-class DriftConfig:
+class TriggerProbeFields:
+    """What every command that compares models with base + trigger needs (`sgt drift`, `sgt diagnose`)."""
+
     base: str = cfg("", "The frozen base model the trigger was learned on (the reference is base + trigger).")
     trigger: str = cfg("", "Trigger folder written by `sgt trigger` for the base model.")
-    model: list[str] = cfg([], "Models to measure (repeat --model, or comma separated); the base without trigger is always measured.")
-    data: str = cfg("", "Held-out harmful prompts (any data source; rows labelled harmful or unlabelled).")
-    split: str | None = cfg(None, "Dataset split (hub datasets).")
-    n: int | None = cfg(100, "Prompts used (sampled with seed; None: all).")
+    model: list[str] = cfg([], "Models to compare with base + trigger (repeat --model, or comma separated); the "
+                               "base without trigger is always measured.")
+    n: int | None = cfg(100, "Prompts used (per set), sampled with seed (None: all).")
     format: str = cfg("plain", "Prompt format: plain or chat (must match the trigger's).")
     max_length: int = cfg(512, "Maximum prompt tokens.")
     batch_size: int = cfg(16, "Prompts per forward pass.")
     dtype: str = cfg("auto", "Weights dtype: auto, bfloat16, float16 or float32.")
     seed: int = cfg(42, "Seed of the prompt sample.")
-    out: str = cfg("", "Output folder: drift.json, drift.png, config.yaml.")
     trust_remote_code: bool = cfg(False, "Allow model code from the hub (off: safer).")
+
+
+@dataclass
+class DriftConfig(TriggerProbeFields):
+    data: str = cfg("", "Held-out harmful prompts (any data source; rows labelled harmful or unlabelled).")
+    split: str | None = cfg(None, "Dataset split (hub datasets).")
+    out: str = cfg("", "Output folder: drift.json, drift.png, config.yaml.")
 
 
 def measure_drift(config: DriftConfig) -> dict:
