@@ -130,13 +130,13 @@ def test_answers_saved_before_the_split_are_judged_not_regenerated(small_run, mo
     """A run folder of an older sgt stored the answers under the whole evaluation's fingerprint: they are
     accepted, so upgrading sgt costs a re-judgment, not hours of attacks and generation."""
     import sgt.experiment.evaluation as evaluation
+    from sgt.experiment import Experiment
     from sgt.experiment.plan import fingerprint
-    from sgt.experiment.runner import Experiment
 
     out, overrides = small_run
     config = load_experiment(MICRO, overrides)
     experiment = Experiment(config, out)
-    legacy = fingerprint(experiment.release_key(experiment.defenses[0]))  # what an older sgt wrote: the whole key
+    legacy = fingerprint(experiment.keys.release(experiment.defenses[0]))  # what an older sgt wrote: the whole key
     folder = out / "defenses" / "none"
     answers = json.loads((folder / "answers.json").read_text())
     (folder / "answers.json").write_text(json.dumps({**answers, "fingerprint": legacy}))
@@ -144,7 +144,7 @@ def test_answers_saved_before_the_split_are_judged_not_regenerated(small_run, mo
     monkeypatch.setattr(evaluation.ModelEvaluator, "answer", lambda *a: pytest.fail("generated answers again"))
     run_experiment(config, out, force=True)
     assert json.loads((folder / "result.json").read_text())["items"]["harmful"]
-    current, _ = experiment.digests(experiment.release_key(experiment.defenses[0]))
+    current, _ = experiment.keys.digests(experiment.keys.release(experiment.defenses[0]))
     assert json.loads((folder / "answers.json").read_text())["fingerprint"] == current[0]  # migrated once
 
 

@@ -102,7 +102,7 @@ def run_search(experiment, defense, model_dir: str, defended: dict, evaluator, s
     folder.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # The study's name carries a fingerprint of what its trials depend on: a changed config starts afresh.
-    name = f"{defense.name}-{experiment.search_fingerprint(defense)}"
+    name = f"{defense.name}-{experiment.keys.search(defense)}"
     study = optuna.create_study(study_name=name, storage=f"sqlite:///{folder / (defense.name + '.db')}",
                                 direction="maximize", load_if_exists=True,
                                 sampler=optuna.samplers.TPESampler(seed=search.seed))
