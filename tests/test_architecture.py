@@ -66,7 +66,9 @@ def test_no_import_cycles_between_modules():
 
 
 def test_runner_and_report_name_no_defense():
-    for path in [SRC / "report.py", *(SRC / "experiment" / f for f in ("plan.py", "evaluation.py", "runner.py"))]:
+    # every file of the report and of the runner; the experiment schema's defaults may name defenses
+    files = [*(SRC / "report").glob("*.py"), *(SRC / "experiment").glob("*.py")]
+    for path in [f for f in files if f.name != "config.py"]:
         text = path.read_text()
         for kind in ('"sgt"', '"sft"', '"none"', "'sgt'", "'sft'"):
             assert kind not in text, f"{path.name} mentions the {kind} defense"
