@@ -115,7 +115,7 @@ class Experiment:
         if r.launcher:
             raise UserError(f"launcher: {' '.join(r.launcher)} runs a program for every training stage; set "
                             "allow_code: true (or --set allow_code=true) if you trust this config")
-        from ..evaluation.benign import tasks_with_code
+        from ..evaluation.lm_eval_tasks import tasks_with_code
 
         risky = tasks_with_code(r.eval.benign.tasks)
         if risky:

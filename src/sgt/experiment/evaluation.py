@@ -50,7 +50,7 @@ class ModelEvaluator:
         self.refusal_judge = self.harm_judge if hasattr(self.harm_judge, "refusals") else KeywordJudge()
         self.overrefusal_prompts = overrefusal_prompts(config)
         if config.eval.benign.tasks:
-            from ..evaluation.benign import check_tasks
+            from ..evaluation.lm_eval_tasks import check_tasks
 
             check_tasks(config.eval.benign.tasks)
         self.run_dir = run_dir
