@@ -192,14 +192,16 @@ def test_a_run_killed_inside_a_trained_defense_continues_from_its_checkpoint(toy
     assert metrics["steps"] == 4
 
     # Under a launcher the same decision travels to `sgt defend` in the stage's settings.
-    from sgt.defenses import DefenseContext, make_defense
+    from sgt.context import RunContext
+    from sgt.data.sources import DataFields
+    from sgt.defenses import make_defense
 
     partial = tmp_path / "again" / "model.partial" / "checkpoints" / "checkpoint-2"
     partial.mkdir(parents=True)
     sent = {}
     monkeypatch.setattr(sgt.launch, "run_stage", lambda command, stage, *a: sent.update(stage.settings))
-    context = DefenseContext(base_model="m", defense_data={"data": "d"}, format="plain", dtype="float32", seed=0,
-                             trust_remote_code=False, progress=False, launcher=["accelerate", "launch"])
+    context = RunContext(model="m", defense_data=DataFields(data="d"), format="plain", dtype="float32", seed=0,
+                         trust_remote_code=False, progress=False, launcher=["accelerate", "launch"])
     make_defense({"name": "booster", "save_steps": 2}, context).apply(tmp_path / "again")
     assert sent["resume"] is True
 

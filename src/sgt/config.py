@@ -87,6 +87,21 @@ def build_config(cls: type, values: dict | None = None, where: str = "config") -
     return cls(**kwargs)
 
 
+def under(cls: type, values: dict, defaults: dict) -> dict:
+    """`values` over those `defaults` that `cls` has fields for; a nested settings class (e.g. an sgt
+    defense's `trigger:` and `align:` sections) gets them too. Used to put the run-wide fields (model,
+    data, format, seed...) under the settings a config writes, so that what it writes wins."""
+    hints = typing.get_type_hints(cls)
+    merged, sections = {}, {}
+    for f in dataclasses.fields(cls):
+        kind = _strip_optional(hints[f.name])
+        if dataclasses.is_dataclass(kind) and isinstance(values.get(f.name, {}), dict):
+            sections[f.name] = under(kind, values.get(f.name) or {}, defaults)
+        elif f.name in defaults:
+            merged[f.name] = defaults[f.name]
+    return {**merged, **values, **sections}
+
+
 SEED_LIMIT = 2**32  # numpy (seeded by the Trainer) takes seeds in [0, 2**32)
 
 

@@ -7,16 +7,15 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ..attacks import AttackContext, make_attack, overwritten_settings
-from ..config import to_dict
-from ..defenses import DefenseContext, make_defense
+from ..attacks import make_attack, overwritten_settings
+from ..context import RunContext
+from ..defenses import DefenseSpec, make_defense
 from ..errors import UserError
-from ..judges import judge_class
+from ..judges import JUDGES
 from ..utils import check_name, human_seconds, print_line
-from .config import ExperimentConfig, defense_name
+from .config import ExperimentConfig
 from .evaluation import ModelEvaluator
 from .plan import Cell, ResultKeys, defense_copies, grid_cells
-from .search import SearchCell
 from .store import ResultStore
 
 
@@ -31,65 +30,53 @@ class Experiment:
         self.problems: list[str] = []        # every user error found, so that --dry-run lists them all
         r = self.resolved
         self.copies = defense_copies(r)
-        # Building the defenses and attacks validates every setting, before any model is loaded. A defense
-        # trained with several seeds is one Defense per seed, named by its folder (NAME@seedK).
+        # One context for every stage: the defenses, the attacks and the evaluation read it.
+        self.context = RunContext.of(r, launcher=r.launcher or None, shared_dir=self.out, defense_data=r.data.defense,
+                                     attack_data=r.data.attack, benign_data=r.data.benign)
+        # Building the defenses and attacks types and validates every setting, before any model is loaded. A
+        # defense trained with several seeds is one Defense per seed, named by its folder (NAME@seedK).
         self.defenses = []
-        for spec in r.defenses:
-            for copy, seed in self.copies[defense_name(spec)]:
-                context = DefenseContext(base_model=r.model, defense_data=to_dict(r.data.defense), format=r.format,
-                                         dtype=r.dtype, seed=seed, trust_remote_code=r.trust_remote_code,
-                                         progress=r.progress, launcher=r.launcher or None, shared_dir=self.out)
-                settings = {k: v for k, v in spec.items() if k != "attacked"}
-                settings.setdefault("defense", defense_name(spec))  # the copy NAME@seedK is not a kind
-                defense = self._check(make_defense, {**settings, "name": copy}, context)
+        for entry in r.defenses:
+            spec = DefenseSpec.of(entry)
+            for copy, seed in self.copies[spec.name]:
+                defense = self._check(make_defense, spec, dataclasses.replace(self.context, seed=seed), copy)
                 if defense is not None:
-                    defense.attacked = spec.get("attacked", True)
+                    defense.attacked = spec.attacked
                     self.defenses.append(defense)
-        self.attack_context = AttackContext(attack_data=to_dict(r.data.attack), benign_data=r.data.benign.data,
-                                            format=r.format, dtype=r.dtype, trust_remote_code=r.trust_remote_code,
-                                            progress=r.progress, launcher=r.launcher or None)
         self.cells = grid_cells(r.attack)
         self.attacks = self._build_attacks()
-        judge_version = getattr(judge_class(r.eval.harm.judge), "version", None)
-        self.keys = ResultKeys(r, self.copies, self.defenses,
-                               {kind: attack.settings for kind, attack in self.attacks.items() if attack}, judge_version)
+        judge_version = getattr(JUDGES.get(r.eval.harm.judge), "version", None)
+        self.keys = ResultKeys(r, self.copies, self.defenses, judge_version)
         self.store = ResultStore(self.out, self.keys)
         self._check_cells()
         self.drift_trigger = self._check(self._drift_trigger)
         self._check(self._check_code)
         self._check_data(built_only=True)
 
-    def make_attack(self, kind: str, extra: dict | None = None, where: str = "attack.kind"):
-        """Attack `kind` with the grid's shared settings, its own (attack.kinds) and `extra` (a search's)."""
-        a = self.resolved.attack
-        return make_attack(kind, {**a.settings, **a.kinds.get(kind, {}), **(extra or {})}, self.attack_context,
-                           where)
-
     def _build_attacks(self) -> dict:
-        """One Attack per kind the grid or the search uses, each checked with every cell it will run:
-        the grid's values are the only source of a cell's shots, lr, epochs, lora and seed."""
+        """One Attack per kind the grid or the search uses, its settings typed: attack.settings (shared by
+        every cell) with attack.kinds.<kind> (its own). The grid's values are the only source of a cell's
+        shots, lr, epochs, lora and seed: settings that name them are problems."""
         a = self.resolved.attack
         for where, settings in [("attack.settings", a.settings), *((f"attack.kinds.{k}", v) for k, v in a.kinds.items())]:
             self.problems += [p for p in overwritten_settings(settings, where) if p not in self.problems]
-        attacks = {}
-        for cell in self.cells:
-            if cell.kind not in attacks:
-                attacks[cell.kind] = self._check(self.make_attack, cell.kind)
-        if a.search.trials and a.search.kind not in attacks:
-            attacks[a.search.kind] = self._check(self.make_attack, a.search.kind, None, "attack.search.kind")
-        return attacks
+        kinds = {cell.kind: "attack.kind" for cell in self.cells}
+        if a.search.trials:
+            kinds.setdefault(a.search.kind, "attack.search.kind")
+        return {kind: self._check(make_attack, kind, {**a.settings, **a.kinds.get(kind, {})}, self.context, where)
+                for kind, where in kinds.items()}
 
     def _check_cells(self) -> None:
         """Every cell (and the searched attacker's budget) against its attack: settings and data."""
         search = self.resolved.attack.search
-        cells = list(self.cells)
+        cells = [(cell, True) for cell in self.cells]  # (cell, whether it becomes a folder)
         if search.trials:
-            cells.append(SearchCell(kind=search.kind, shots=search.shots, lr=search.lr[0], epochs=search.epochs[0],
-                                    lora=search.lora[0], seed=search.seed))
-        for cell in cells:
+            cells.append((Cell(kind=search.kind, shots=search.shots, lr=search.lr[0], epochs=search.epochs[0],
+                               lora=search.lora[0], seed=search.seed), False))
+        for cell, folder in cells:
             if self.attacks.get(cell.kind) is not None:  # (an unknown kind is reported once, by its name)
                 self._check(self.attacks[cell.kind].check, cell)
-                if isinstance(cell, Cell):
+                if folder:
                     self._check(check_name, cell.id, "attack cell")  # it becomes attacks/DEFENSE/CELL
 
     def _check(self, step, *args):

@@ -10,7 +10,8 @@ import json
 from dataclasses import dataclass
 
 from ..config import to_dict
-from .config import GRID_FIELDS, AttackGrid, defense_name
+from ..defenses import DefenseSpec
+from .config import GRID_FIELDS, AttackGrid
 
 
 @dataclass
@@ -58,8 +59,8 @@ def defense_copies(config) -> dict[str, list[tuple[str, int]]]:
     """Per defense name: its trained copies as (folder name, seed). One seed: the folder is the name
     itself; several: NAME@seedK."""
     seeds = list(config.defense_seeds) or [config.seed]
-    return {defense_name(spec): [(defense_name(spec) if len(seeds) == 1 else f"{defense_name(spec)}@seed{s}", s)
-                                 for s in seeds] for spec in config.defenses}
+    names = [DefenseSpec.of(entry).name for entry in config.defenses]
+    return {name: [(name if len(seeds) == 1 else f"{name}@seed{s}", s) for s in seeds] for name in names}
 
 
 class ResultKeys:
@@ -67,12 +68,11 @@ class ResultKeys:
     fingerprint no longer matches is computed again (so `--force` on a changed config redoes only what the
     change affects)."""
 
-    def __init__(self, config, copies: dict, defenses: list, attack_settings: dict, judge_version):
-        self.config = config                    # the resolved experiment config
-        self.copies = copies                    # defense_copies(config)
-        self.defenses = defenses                # the run's Defense objects
-        self.attack_settings = attack_settings  # per attack kind: the settings as written (attack.settings + kinds)
-        self.judge_version = judge_version      # part of every judgment's key
+    def __init__(self, config, copies: dict, defenses: list, judge_version):
+        self.config = config                # the resolved experiment config
+        self.copies = copies                # defense_copies(config)
+        self.defenses = defenses            # the run's Defense objects
+        self.judge_version = judge_version  # part of every judgment's key
 
     def evaluation(self) -> dict:
         """What every evaluation depends on: the evaluation settings, the prompts, the seed and format."""
@@ -91,7 +91,9 @@ class ResultKeys:
 
     def cell(self, defense, cell: Cell) -> dict:
         """Everything one attack cell's result depends on."""
-        key = {**self.release(defense), "cell": dataclasses.asdict(cell), "attack": self.attack_settings[cell.kind],
+        attack = self.config.attack
+        key = {**self.release(defense), "cell": dataclasses.asdict(cell),
+               "attack": {**attack.settings, **attack.kinds.get(cell.kind, {})},  # the settings as written
                "attack_data": to_dict(self.config.data.attack)}
         if cell.kind != "harmful":  # kinds that mix in benign data depend on it too
             key["benign_data"] = to_dict(self.config.data.benign)

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from ..data.collate import pad_batch
 from ..data.formats import PromptFormat
+from .registry import GENERATORS
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:
@@ -58,6 +59,7 @@ def generate(model, tokenizer, prompts: list[str], fmt: PromptFormat, trigger=No
     return outputs  # type: ignore[return-value]
 
 
+@GENERATORS.register
 class HFGenerator:
     """Greedy generation with transformers on a loaded model (the default generator)."""
 

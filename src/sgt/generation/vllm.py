@@ -8,8 +8,10 @@ cannot insert a trigger (vLLM takes token ids, not embeddings), so evaluations w
 from __future__ import annotations
 
 from ..errors import UserError
+from .registry import GENERATORS
 
 
+@GENERATORS.register
 class VLLMGenerator:
     name = "vllm"
     supports_trigger = False

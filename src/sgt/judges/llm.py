@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ..config import cfg
 from ..errors import UserError
-from .registry import Judgment
+from .registry import JUDGES, Judgment
 from .rubrics import (  # noqa: F401 - DEFAULT_TEMPLATE, parse_answer: part of this module's API
     DEFAULT_TEMPLATE,
     RUBRICS,
@@ -61,6 +61,7 @@ class LLMOptions:
     cache_dir: str | None = cfg(None, "Cache folder (default: ~/.cache/sgt/judge); a re-run never pays twice.")
 
 
+@JUDGES.register
 class LLMJudge:
     name = "llm"
     Options = LLMOptions

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from ..defenses import DEFENSES, DefenseSpec
 from ..stats import budget_to_break
 from ..utils import read_json
 
@@ -18,9 +19,7 @@ def collect(out: Path, config, cells: list, copies: dict | None = None) -> dict:
     """Per defense: the defended result and the attacked cells, averaged over the defense's trained
     copies (defense seeds) and the attack seeds. `cells` are the attack grid's cells (objects with id,
     shots and setting); `copies` maps a defense name to its copies' (folder, seed) (default: one copy)."""
-    from ..defenses import defense_kinds
-
-    data, unreadable, kinds = {}, [], defense_kinds()
+    data, unreadable, kinds = {}, [], DEFENSES.all()
 
     def read(path: Path) -> dict | None:
         if not path.is_file():
@@ -36,8 +35,8 @@ def collect(out: Path, config, cells: list, copies: dict | None = None) -> dict:
             result["overrefusal_rate"] = result["overrefusal"].get("refusal_rate")
         return result
 
-    for spec in config.defenses:
-        name = str(spec.get("name") or spec.get("defense"))
+    for spec in map(DefenseSpec.of, config.defenses):
+        name = spec.name
         folders = [folder for folder, _ in (copies or {}).get(name, [(name, None)])]
         releases = {f: read(out / "defenses" / f / "result.json") for f in folders}
         defended = _mean_result([r for r in releases.values() if r])
@@ -65,9 +64,9 @@ def collect(out: Path, config, cells: list, copies: dict | None = None) -> dict:
                              "drift": _mean_curve([r.get("drift") for r in results]),
                              **({"curve": _mean_points([r.get("curve") for r in results])}
                                 if any(r.get("curve") for r in results) else {})})
-        defense_class = kinds.get(str(spec.get("defense") or spec.get("name")))
+        defense_class = kinds.get(spec.kind)
         data[name] = {"undefended": getattr(defense_class, "undefended", False), "defended": _slim(defended),
-                      "attacked": attacked, "under_attack": spec.get("attacked", True),
+                      "attacked": attacked, "under_attack": spec.attacked,
                       "_runs": {"defended": [r for r in releases.values() if r], "attacked": groups, "by_run": by_run}}
     return data, unreadable
 
@@ -181,8 +180,7 @@ def drift_panels(data: dict, outside: list[float] | None) -> dict[str, dict[str,
 def collect_searches(out: Path, config, copies: dict | None) -> dict:
     """Per defense: the searched attacker's summary (search/<first copy>.json), if a search ran."""
     found = {}
-    for spec in config.defenses:
-        name = str(spec.get("name") or spec.get("defense"))
+    for name in (DefenseSpec.of(entry).name for entry in config.defenses):
         folder = ((copies or {}).get(name) or [(name, None)])[0][0]
         path = out / "search" / f"{folder}.json"
         if path.is_file():
