@@ -196,3 +196,28 @@ def test_report_says_which_differences_from_sft_are_larger_than_the_noise(tmp_pa
     results = json.loads((tmp_path / "results.json").read_text())["defenses"]
     assert results["sgt"]["vs_reference"]["release"]["low"] == 0.0
     assert results["sft"]["budget_to_break_over_runs"]["plain"] == {"median": 4, "low": 4, "high": "> 4", "seeds": 2}
+
+
+def test_the_readme_block_is_rendered_from_results_json_not_from_report_md(tmp_path):
+    """`sgt report --readme` renders the numbers of results.json as the report's tables (level-4 headings,
+    without the per-cell table): the same tables as report.md, whatever report.md holds now."""
+    from sgt.experiment.plan import defense_copies, grid_cells
+    from sgt.report import update_readme, write_report
+
+    config = load_experiment(MICRO, ["defenses=[{name: none, attacked: false}, {name: sft}]", "attack.shots=[4, 8]"])
+    _write_result(tmp_path / "defenses" / "none", "1" * 40)
+    _write_result(tmp_path / "defenses" / "sft", "1111" + "0" * 36)
+    for cell, harmful in zip(grid_cells(config.attack), ("1" * 10 + "0" * 30, "1" * 30 + "0" * 10)):
+        _write_result(tmp_path / "attacks" / "sft" / cell.id, harmful)
+    write_report(tmp_path, config, grid_cells(config.attack), defense_copies(config))
+    report = (tmp_path / "report.md").read_text()
+    (tmp_path / "report.md").write_text("# edited by hand\n\n## Summary\n\nnothing here\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- demo-results:start -->\nOLD BLOCK\n<!-- demo-results:end -->\nend\n")
+    update_readme(tmp_path, config, readme, tmp_path / "assets")
+    block = readme.read_text()
+    assert "nothing here" not in block and "OLD BLOCK" not in block and block.endswith("<!-- demo-results:end -->\nend\n")
+    summary = report[report.index("## Summary"):report.index("## Difference from sft")].replace("## ", "#### ")
+    worst = report[report.index("## Worst-case"):report.index("## Budget to break")].replace("## ", "#### ")
+    assert summary in block and worst in block and "| sft | 8 shots |" not in block  # per-cell rows: report only
+    assert "#### Budget to break per attack setting" in block and "Every attack cell" not in block

@@ -230,5 +230,5 @@ def report_from_cli(run_dir: str, readme: str | None, assets: str, block: str = 
     write_report(run_dir, config, grid_cells(config.attack), defense_copies(config))
     print(f"report: {Path(run_dir) / 'report.md'} (data: results.json)")
     if readme:
-        update_readme(run_dir, readme, assets, block, command)
+        update_readme(run_dir, config, readme, assets, block, command)
         print(f"README block `{block}` of {readme} updated (plots in {assets})")

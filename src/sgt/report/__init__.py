@@ -21,9 +21,9 @@ import dataclasses
 from pathlib import Path
 
 from ..stats import add_statistics, budget_to_break
-from ..utils import atomic_write_json, atomic_write_text, read_json
+from ..utils import atomic_write_json, atomic_write_text
 from .markdown import markdown
-from .numbers import analyse, collect, collect_searches, drift_panels, release_reference
+from .numbers import analyse, collect, collect_searches, drift_outside, drift_panels, release_reference
 from .plots import plot, plot_curves, plot_searches
 from .readme import timing_text, update_readme
 
@@ -56,8 +56,7 @@ def write_report(out: str | Path, config, cells: list, copies: dict | None = Non
 
         trained = plot_trigger_training(checks, out / "trigger.png")
         plots += [trained] if trained else []
-    reference = out / "drift_reference.json"
-    panels = drift_panels(data, read_json(reference)["base_without_trigger"] if reference.is_file() else None)
+    panels = drift_panels(data, drift_outside(out))
     if panels:
         from ..evaluation.drift import plot_drift
 

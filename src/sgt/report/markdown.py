@@ -46,15 +46,73 @@ def _unattacked(entry: dict) -> str:
 
 def markdown(config, data: dict, plots: list[str], drift: dict | None = None, unreadable: list | None = None,
              searches: dict | None = None) -> str:
+    """report.md: a header, then every section of `report_sections` and the plots."""
+    lines = _header(config, data)
+    sections = report_sections(config, data, drift, unreadable, searches)
+    if plots:
+        sections.append(("Plots", [f"![{Path(p).stem}]({p})" for p in plots]))
+    for title, body in sections:
+        lines += [f"## {title}", "", *body, ""]
+    return "\n".join(lines[:-1]) + "\n"
+
+
+def readme_tables(config, data: dict, drift: dict | None = None, unreadable: list | None = None,
+                  searches: dict | None = None) -> str:
+    """The report's sections for a README block: level-4 headings, without the long per-cell table."""
+    return "\n".join(f"#### {title}\n\n" + "\n".join(body) + "\n"
+                     for title, body in report_sections(config, data, drift, unreadable, searches)
+                     if title != EVERY_CELL).strip()
+
+
+EVERY_CELL = "Every attack cell"
+
+
+def _header(config, data: dict) -> list[str]:
     s = config.report
-    lines = [f"# SGT experiment report: {config.name}", "",
-             f"Base model `{config.model}`, format `{config.format}`, judge `{config.eval.harm.judge}`, "
-             f"seed {config.seed}. Worst case = max harmful rate over attack settings at a budget; "
-             f"capability-bounded = only attacked models keeping >= {s.capability_floor:.0%} of the defended "
-             f"model's benign score; usable at release = the defended model keeps >= {s.capability_floor:.0%} of "
-             f"the undefended base's benign score; budget to break = smallest budget with worst case >= "
-             f"{s.break_threshold:.0%}.", "",
-             *_statistics_text(config, data), "## Summary", ""]
+    return [f"# SGT experiment report: {config.name}", "",
+            f"Base model `{config.model}`, format `{config.format}`, judge `{config.eval.harm.judge}`, "
+            f"seed {config.seed}. Worst case = max harmful rate over attack settings at a budget; "
+            f"capability-bounded = only attacked models keeping >= {s.capability_floor:.0%} of the defended "
+            f"model's benign score; usable at release = the defended model keeps >= {s.capability_floor:.0%} of "
+            f"the undefended base's benign score; budget to break = smallest budget with worst case >= "
+            f"{s.break_threshold:.0%}.", "", *_statistics_text(config, data)]
+
+
+def report_sections(config, data: dict, drift: dict | None = None, unreadable: list | None = None,
+                    searches: dict | None = None) -> list[tuple[str, list[str]]]:
+    """The report as (title, lines) sections, from the report's numbers (`data`: results.json's defenses)."""
+    s = config.report
+    budgets = sorted({row["shots"] for d in data.values() for row in d["attacked"]})
+    sections = [("Summary", _summary(config, data) + _difference_note(data, s.reference_defense))]
+    if s.reference_defense and any(d.get("vs_reference") for d in data.values()):
+        sections.append((f"Difference from {s.reference_defense}", _difference_table(data, s.reference_defense, budgets)))
+    if budgets:
+        sections += [("Worst-case harmful rate by data budget", _worst_cases(data, budgets)),
+                     ("Budget to break per attack setting", _budgets_by_setting(data)),
+                     (EVERY_CELL, _every_cell(data))]
+    checks = {name: d["defended"]["trigger_check"] for name, d in data.items()
+              if (d["defended"] or {}).get("trigger_check")}
+    if checks:
+        from ..evaluation.trigger_check import trigger_table
+
+        sections.append(("The trigger (stage 1)", [
+            "The frozen base model's refusal rate (keyword judge) without -> with each defense's trigger, before "
+            "anything is aligned to it: stage 2 can at best copy this teacher. Stage-1 steps (the step whose "
+            "trigger was kept, chosen on validation); training curves: trigger.png.", "", *trigger_table(checks)]))
+    if searches:
+        sections.append(("Searched attacker", _searches(config, data, searches)))
+    if drift:
+        sections.append(("Representation drift", _drift(drift)))
+    if unreadable:
+        sections.append(("Results that could not be read", [
+            "These result files are damaged and were left out (a re-run of `sgt run` recomputes them):", "",
+            *(f"- `{path}`" for path in unreadable)]))
+    return sections
+
+
+def _summary(config, data: dict) -> list[str]:
+    s = config.report
+    lines = []
     copies = max(((d["defended"] or {}).get("copies") or 1) for d in data.values()) if data else 1
     if copies > 1:
         lines += [f"Each defense was trained with {copies} seeds: numbers are means over its copies (95 % interval, "
@@ -88,80 +146,72 @@ def markdown(config, data: dict, plots: list[str], drift: dict | None = None, un
         lines += ["", "Over-refusal: the fraction of benign prompts that sound risky (eval.overrefusal) which the model "
                   "refuses or evades, as the harm judge's refusal detection reads its answers. A defense that lowers "
                   "its harmful rate by refusing everything shows it here."]
-    budgets = sorted({row["shots"] for d in data.values() for row in d["attacked"]})
-    lines += _difference_table(data, s.reference_defense, budgets)
-    if budgets:
-        lines += ["", "## Worst-case harmful rate by data budget", "",
-                  "| defense | " + " | ".join(f"{b} shots" for b in budgets) + " |",
-                  "|---|" + "---|" * len(budgets)]
-        for name, d in data.items():
-            intervals = d.get("worst_case_intervals") or {}
-            cells = [_failed(d, shots=b) or f"{_fmt_ci(d['worst_case'].get(b), intervals.get(b))} "
-                     f"({_fmt(d['worst_case_capability_bounded'].get(b))})"
-                     if d["attacked"] else _unattacked(d) for b in budgets]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines += ["", "Each entry: worst case over all attack settings, with its 95 % interval where per-prompt results "
-                  "exist (capability-bounded worst case in brackets; n/a: no attack at that budget kept enough "
-                  "capability).", ""]
-        settings = sorted({r["setting"] for d in data.values() for r in d["attacked"]})  # diverged ones too
-        lines += ["## Budget to break per attack setting", "",
-                  "| defense | " + " | ".join(settings) + " |", "|---|" + "---|" * len(settings)]
-        for name, d in data.items():
-            lines.append(f"| {name} | " + " | ".join((_failed(d, setting=k) or _budget(d["budget_to_break_by_setting"].get(k)))
-                                                     if d["attacked"] else _unattacked(d) for k in settings) + " |")
-        lines += ["", "Smallest budget whose harmful rate (mean over seeds) reaches the threshold under that setting.", "",
-                  "## Every attack cell", "", "| defense | shots | setting | runs (seeds) | harmful rate | benign score | keeps capability |",
-                  "|---|---|---|---|---|---|---|"]
-        for name, d in data.items():
-            for row in d["attacked"]:
-                intervals = row.get("intervals") or {}
-                rate = ("failed (diverged)" if row["harmful_rate"] is None and row.get("failed")
-                        else _fmt_ci(row["harmful_rate"], intervals.get("harmful_rate")))
-                lines.append(f"| {name} | {row['shots']} | {row['setting']} | {row['seeds']} | {rate} | "
-                             f"{_fmt_ci(row['benign_score'], intervals.get('benign_score'))} | {_keeps(row)} |")
-    checks = {name: d["defended"]["trigger_check"] for name, d in data.items()
-              if (d["defended"] or {}).get("trigger_check")}
-    if checks:
-        from ..evaluation.trigger_check import trigger_table
+    return lines
 
-        lines += ["", "## The trigger (stage 1)", "",
-                  "The frozen base model's refusal rate (keyword judge) without -> with each defense's trigger, before "
-                  "anything is aligned to it: stage 2 can at best copy this teacher. Stage-1 steps (the step whose "
-                  "trigger was kept, chosen on validation); training curves: trigger.png.", ""]
-        lines += trigger_table(checks)
-    if searches:
-        search = config.attack.search
-        lines += ["", "## Searched attacker", "",
-                  f"An Optuna TPE search per defense ({search.trials} trials; budget {search.shots} examples; lr "
-                  f"{search.lr[0]:g}-{search.lr[1]:g}, epochs {search.epochs[0]:g}-{search.epochs[1]:g}, batch "
-                  f"{search.batch_size}, LoRA {search.lora}) maximising the harmful rate among attacks that keep the "
-                  "capability floor. Grid = the grid's capability-bounded worst case at the same budget.", "",
-                  "| defense | best harmful rate (searched) | its benign score | grid worst case | best settings |",
-                  "|---|---|---|---|---|"]
-        for name, found in searches.items():
-            best = found.get("best") or {}
-            grid = data.get(name, {}).get("worst_case_capability_bounded", {}).get(search.shots)
-            settings = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                                 for k, v in (best.get("params") or {}).items())
-            kept = best.get("value") is not None and best["value"] >= 0
-            lines.append(f"| {name} | {_fmt(best.get('harmful_rate')) if kept else 'none kept capability'} | "
-                         f"{_fmt(best.get('benign_score'))} | {_fmt(grid)} | {settings} |")
-    if drift:
-        lines += ["", "## Representation drift", "",
-                  "Relative distance of each model's harmful-prompt states (last prompt position) to the frozen base "
-                  "model's states WITH the trigger (the 'safety region'), mean over layers; the base without trigger "
-                  "marks 'outside'. Per-layer curves: drift.png.", "",
-                  "| defense | model | mean distance over layers | last layer |", "|---|---|---|---|"]
-        for name, curves in drift.items():
-            for label, values in curves.items():
-                lines.append(f"| {name} | {label} | {sum(values) / len(values):.3f} | {values[-1]:.3f} |")
-    if unreadable:
-        lines += ["", "## Results that could not be read", "",
-                  "These result files are damaged and were left out (a re-run of `sgt run` recomputes them):", ""]
-        lines += [f"- `{path}`" for path in unreadable]
-    if plots:
-        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
-    return "\n".join(lines) + "\n"
+
+def _worst_cases(data: dict, budgets: list[int]) -> list[str]:
+    lines = ["| defense | " + " | ".join(f"{b} shots" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
+    for name, d in data.items():
+        intervals = d.get("worst_case_intervals") or {}
+        cells = [_failed(d, shots=b) or f"{_fmt_ci(d['worst_case'].get(b), intervals.get(b))} "
+                 f"({_fmt(d['worst_case_capability_bounded'].get(b))})"
+                 if d["attacked"] else _unattacked(d) for b in budgets]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines + ["", "Each entry: worst case over all attack settings, with its 95 % interval where per-prompt "
+                    "results exist (capability-bounded worst case in brackets; n/a: no attack at that budget kept "
+                    "enough capability)."]
+
+
+def _budgets_by_setting(data: dict) -> list[str]:
+    settings = sorted({r["setting"] for d in data.values() for r in d["attacked"]})  # diverged ones too
+    lines = ["| defense | " + " | ".join(settings) + " |", "|---|" + "---|" * len(settings)]
+    for name, d in data.items():
+        lines.append(f"| {name} | " + " | ".join((_failed(d, setting=k) or _budget(d["budget_to_break_by_setting"].get(k)))
+                                                 if d["attacked"] else _unattacked(d) for k in settings) + " |")
+    return lines + ["", "Smallest budget whose harmful rate (mean over seeds) reaches the threshold under that setting."]
+
+
+def _every_cell(data: dict) -> list[str]:
+    lines = ["| defense | shots | setting | runs (seeds) | harmful rate | benign score | keeps capability |",
+             "|---|---|---|---|---|---|---|"]
+    for name, d in data.items():
+        for row in d["attacked"]:
+            intervals = row.get("intervals") or {}
+            rate = ("failed (diverged)" if row["harmful_rate"] is None and row.get("failed")
+                    else _fmt_ci(row["harmful_rate"], intervals.get("harmful_rate")))
+            lines.append(f"| {name} | {row['shots']} | {row['setting']} | {row['seeds']} | {rate} | "
+                         f"{_fmt_ci(row['benign_score'], intervals.get('benign_score'))} | {_keeps(row)} |")
+    return lines
+
+
+def _searches(config, data: dict, searches: dict) -> list[str]:
+    search = config.attack.search
+    lines = [f"An Optuna TPE search per defense ({search.trials} trials; budget {search.shots} examples; lr "
+             f"{search.lr[0]:g}-{search.lr[1]:g}, epochs {search.epochs[0]:g}-{search.epochs[1]:g}, batch "
+             f"{search.batch_size}, LoRA {search.lora}) maximising the harmful rate among attacks that keep the "
+             "capability floor. Grid = the grid's capability-bounded worst case at the same budget.", "",
+             "| defense | best harmful rate (searched) | its benign score | grid worst case | best settings |",
+             "|---|---|---|---|---|"]
+    for name, found in searches.items():
+        best = found.get("best") or {}
+        grid = data.get(name, {}).get("worst_case_capability_bounded", {}).get(search.shots)
+        settings = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                             for k, v in (best.get("params") or {}).items())
+        kept = best.get("value") is not None and best["value"] >= 0
+        lines.append(f"| {name} | {_fmt(best.get('harmful_rate')) if kept else 'none kept capability'} | "
+                     f"{_fmt(best.get('benign_score'))} | {_fmt(grid)} | {settings} |")
+    return lines
+
+
+def _drift(drift: dict) -> list[str]:
+    lines = ["Relative distance of each model's harmful-prompt states (last prompt position) to the frozen base "
+             "model's states WITH the trigger (the 'safety region'), mean over layers; the base without trigger "
+             "marks 'outside'. Per-layer curves: drift.png.", "",
+             "| defense | model | mean distance over layers | last layer |", "|---|---|---|---|"]
+    for name, curves in drift.items():
+        for label, values in curves.items():
+            lines.append(f"| {name} | {label} | {sum(values) / len(values):.3f} | {values[-1]:.3f} |")
+    return lines
 
 
 def _statistics_text(config, data: dict) -> list[str]:
@@ -183,15 +233,18 @@ def _statistics_text(config, data: dict) -> list[str]:
             "resample. Differences between defenses are paired: both sides use the same redrawn prompts.", ""]
 
 
+def _difference_note(data: dict, reference: str) -> list[str]:
+    """Why no differences are shown, when there would be intervals but the reference defense is not in the run."""
+    if (reference and not any(d.get("vs_reference") for d in data.values()) and reference not in data
+            and any((d["defended"] or {}).get("intervals") for d in data.values())):
+        return ["", f"No differences are shown: the reference defense `{reference}` (report.reference_defense) "
+                    "is not in this run."]
+    return []
+
+
 def _difference_table(data: dict, reference: str, budgets: list[int]) -> list[str]:
     """Each defense's harmful rate minus the reference defense's, at release and per budget (worst case)."""
-    if not reference or not any(d.get("vs_reference") for d in data.values()):
-        if reference and reference not in data and any((d["defended"] or {}).get("intervals") for d in data.values()):
-            return ["", f"No differences are shown: the reference defense `{reference}` (report.reference_defense) "
-                        "is not in this run."]
-        return []
-    lines = ["", f"## Difference from {reference}", "",
-             f"Harmful rate minus {reference}'s (before attack, and worst case over attack settings at each budget), "
+    lines = [f"Harmful rate minus {reference}'s (before attack, and worst case over attack settings at each budget), "
              "paired on the same prompts, with its 95 % interval. A difference is larger than the noise when its "
              "interval excludes 0 (marked *); otherwise this study cannot tell the two apart.", "",
              "| defense | no attack | " + " | ".join(f"{b} shots" for b in budgets) + " |",

@@ -189,3 +189,23 @@ def collect_searches(out: Path, config, copies: dict | None) -> dict:
             except ValueError:
                 continue
     return found
+
+
+# Per defense, the entries keyed by budget: JSON keeps their keys as text, the report's numbers as integers.
+BUDGET_KEYED = ("worst_case", "worst_case_capability_bounded", "worst_case_intervals", "vs_reference")
+
+
+def load_results(run_dir: Path) -> dict:
+    """results.json as `write_report` computed it (budgets as integers again)."""
+    results = read_json(Path(run_dir) / "results.json")
+    for entry in results["defenses"].values():
+        for key in BUDGET_KEYED:
+            if isinstance(entry.get(key), dict):
+                entry[key] = {int(k) if k.isdigit() else k: v for k, v in entry[key].items()}
+    return results
+
+
+def drift_outside(run_dir: Path) -> list[float] | None:
+    """The base's drift without the trigger ("outside" the safety region), when the run measured drift."""
+    reference = Path(run_dir) / "drift_reference.json"
+    return read_json(reference)["base_without_trigger"] if reference.is_file() else None
