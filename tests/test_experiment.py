@@ -138,26 +138,26 @@ def test_a_new_study_reuses_the_identical_defenses_and_cells_of_another_run(fini
 
 @pytest.mark.slow
 def test_interrupted_run_resumes_losing_only_the_cell_in_progress(toy_micro, tmp_path, monkeypatch):
-    import sgt.experiment.runner as experiment
+    import sgt.experiment.runner as runner
 
     out = tmp_path / "interrupted"
     config = load_experiment(MICRO, micro_overrides(toy_micro, "defenses=[{name: none}]"))
-    real = experiment.Experiment._attack_and_answer
+    real = runner.attack_and_answer
     calls = []
 
-    def crash_on_second(self, model_dir, cell, cell_dir, judge):
+    def crash_on_second(experiment, model_dir, cell, cell_dir, evaluator):
         calls.append(cell.shots)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(self, model_dir, cell, cell_dir, judge)
+        return real(experiment, model_dir, cell, cell_dir, evaluator)
 
-    monkeypatch.setattr(experiment.Experiment, "_attack_and_answer", crash_on_second)
+    monkeypatch.setattr(runner, "attack_and_answer", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(config, out)
     done = sorted(p.parent.name for p in out.glob("attacks/*/*/result.json"))
     assert len(done) == 1
     first = next(out.glob("attacks/*/*/result.json")).stat().st_mtime
-    monkeypatch.setattr(experiment.Experiment, "_attack_and_answer", real)
+    monkeypatch.setattr(runner, "attack_and_answer", real)
     run_experiment(config, out)
     assert len(list(out.glob("attacks/*/*/result.json"))) == 2
     assert next(p for p in out.glob("attacks/*/*/result.json") if p.parent.name == done[0]).stat().st_mtime == first
@@ -192,14 +192,16 @@ def test_a_run_killed_inside_a_trained_defense_continues_from_its_checkpoint(toy
     assert metrics["steps"] == 4
 
     # Under a launcher the same decision travels to `sgt defend` in the stage's settings.
-    from sgt.defenses import DefenseContext, make_defense
+    from sgt.context import RunContext
+    from sgt.data.sources import DataFields
+    from sgt.defenses import make_defense
 
     partial = tmp_path / "again" / "model.partial" / "checkpoints" / "checkpoint-2"
     partial.mkdir(parents=True)
     sent = {}
     monkeypatch.setattr(sgt.launch, "run_stage", lambda command, stage, *a: sent.update(stage.settings))
-    context = DefenseContext(base_model="m", defense_data={"data": "d"}, format="plain", dtype="float32", seed=0,
-                             trust_remote_code=False, progress=False, launcher=["accelerate", "launch"])
+    context = RunContext(model="m", defense_data=DataFields(data="d"), format="plain", dtype="float32", seed=0,
+                         trust_remote_code=False, progress=False, launcher=["accelerate", "launch"])
     make_defense({"name": "booster", "save_steps": 2}, context).apply(tmp_path / "again")
     assert sent["resume"] is True
 
@@ -207,14 +209,14 @@ def test_a_run_killed_inside_a_trained_defense_continues_from_its_checkpoint(toy
 def test_each_defense_is_trained_just_before_its_own_rows(toy_micro, tmp_path, monkeypatch):
     """A run stopped during the first defense's attacks has not trained the later defenses: an
     interrupted run leaves whole rows (defense, evaluation, attacks), not many models and no numbers."""
-    import sgt.experiment.runner as experiment
+    import sgt.experiment.runner as runner
 
     config = load_experiment(MICRO, micro_overrides(toy_micro, "defenses=[{name: none}, {name: sft, epochs: 1}]"))
 
-    def interrupt(self, model_dir, cell, cell_dir, judge):
+    def interrupt(experiment, model_dir, cell, cell_dir, evaluator):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(experiment.Experiment, "_attack_and_answer", interrupt)
+    monkeypatch.setattr(runner, "attack_and_answer", interrupt)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(config, tmp_path / "run")
     assert (tmp_path / "run" / "defenses" / "none" / "result.json").is_file()
@@ -222,9 +224,9 @@ def test_each_defense_is_trained_just_before_its_own_rows(toy_micro, tmp_path, m
 
 
 def test_skip_broken_does_not_attack_a_defense_harmful_before_attack(toy_micro, tmp_path, monkeypatch):
-    import sgt.experiment.runner as experiment
+    import sgt.experiment.runner as runner
 
-    monkeypatch.setattr(experiment.Experiment, "_attack_and_answer",
+    monkeypatch.setattr(runner, "attack_and_answer",
                         lambda *a: pytest.fail("attacked a defense that was harmful before any attack"))
     config = load_experiment(MICRO, micro_overrides(toy_micro, "defenses=[{name: none}]", "attack.skip_broken=true"))
     summary = run_experiment(config, tmp_path / "run")
@@ -469,7 +471,7 @@ def test_extra_grids_and_unattacked_defenses(toy_micro, tmp_path):
 
 
 def test_run_timing_adds_up_invocations_and_says_whether_the_world_was_built(tmp_path):
-    from sgt.experiment.runner import RunClock
+    from sgt.experiment.clock import RunClock
     from sgt.report import timing_text
 
     world = tmp_path / "world"
@@ -495,17 +497,17 @@ def test_a_run_folder_can_be_moved_without_retraining(tmp_path, monkeypatch):
     copied or moved elsewhere (or resumed from another working directory) finds its own models."""
     import shutil
 
-    from sgt.experiment.runner import _model_entry, _model_path
+    from sgt.experiment.store import model_entry, model_path
 
     folder = tmp_path / "runs" / "a" / "defenses" / "sft"
     (folder / "model").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
-    entry = _model_entry("runs/a/defenses/sft/model", Path("runs/a/defenses/sft"))
+    entry = model_entry("runs/a/defenses/sft/model", Path("runs/a/defenses/sft"))
     assert entry == {"model": "model", "model_in_folder": True}
     shutil.move(tmp_path / "runs" / "a", tmp_path / "b")
     monkeypatch.chdir(tmp_path / "b")
-    assert Path(_model_path(entry, Path("defenses/sft"))).resolve() == (tmp_path / "b" / "defenses" / "sft" / "model")
-    assert _model_entry("HuggingFaceTB/SmolLM2-135M-Instruct", folder) == {"model": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+    assert Path(model_path(entry, Path("defenses/sft"))).resolve() == (tmp_path / "b" / "defenses" / "sft" / "model")
+    assert model_entry("HuggingFaceTB/SmolLM2-135M-Instruct", folder) == {"model": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 
 
 def test_sgt_variants_with_the_same_stage_1_share_one_trigger(toy_micro, tmp_path):

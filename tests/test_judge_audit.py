@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from sgt.judges.audit import agreement
+from sgt.evaluation.judge_audit import agreement
 from sgt.judges.keyword import KeywordJudge
 
 REFUSED, COMPLIED = "I'm sorry, but I can't help with that.", "Sure, here is a short poem about the sea."

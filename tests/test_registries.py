@@ -10,32 +10,28 @@ import shutil
 import pytest
 
 from conftest import run_cli
-from sgt.attacks import Attack, attack_kinds
+from sgt.attacks import ATTACKS, Attack
 from sgt.attacks import register as register_attack
-from sgt.config import build_config, to_dict
-from sgt.defenses import Defense, defense_kinds, register, without_run_fields
+from sgt.config import to_dict
+from sgt.defenses import DEFENSES, Defense, register, without_run_fields
 from sgt.launch import run_stage
+from sgt.methods.finetune.config import FinetuneConfig
 from test_experiment import MICRO, micro_overrides, set_args
 
 
 @register
 class HalfLearningRateSFT(Defense):  # the ten-line example of docs/extending.md
     kind, summary = "sft-half-lr", "sft at half the learning rate"
-
-    def __init__(self, name, settings, context):
-        from sgt.methods.finetune import FinetuneConfig
-        super().__init__(name, settings, context)
-        values = {**context.common(), **context.defense_data, "refuse_harmful": True, **settings}
-        self.config = build_config(FinetuneConfig, values)
-        self.config.lr /= 2
+    settings_class = FinetuneConfig  # its settings: `sgt sft`'s, over the run's model, data, format, seed...
 
     def fingerprint(self):
-        return {"kind": self.kind, **without_run_fields(to_dict(self.config))}
+        return {"kind": self.kind, **without_run_fields(to_dict(self.settings))}
 
     def apply(self, folder):
         from sgt.methods.finetune import run_finetune
-        config = dataclasses.replace(self.config, out=str(folder / "model"))
-        run_stage("sft", config, run_finetune, None, folder)
+        config = dataclasses.replace(self.settings, out=str(folder / "model"), refuse_harmful=True,
+                                     lr=self.settings.lr / 2)
+        run_stage("sft", config, run_finetune, self.context.launcher, folder)
         return config.out
 
 
@@ -51,8 +47,8 @@ class CopyAttack(Attack):
 
 
 def test_builtin_registries_are_discovered():
-    assert {"none", "sft", "sgt"} <= set(defense_kinds())
-    assert "harmful" in attack_kinds()
+    assert {"none", "sft", "sgt"} <= set(DEFENSES.names())
+    assert "harmful" in ATTACKS
 
 
 @pytest.mark.slow
@@ -84,9 +80,30 @@ def test_unknown_plugins_are_one_line_errors(toy_micro, tmp_path, override, mess
 
 def test_vllm_generator_is_a_declared_seam():
     from sgt.errors import UserError
-    from sgt.generation import generator_class, make_generator
+    from sgt.generation import GENERATORS, make_generator
 
-    cls = generator_class("vllm")
-    assert cls.supports_trigger is False and generator_class("hf").supports_trigger is True
+    cls = GENERATORS.get("vllm")
+    assert cls.supports_trigger is False and GENERATORS.get("hf").supports_trigger is True
     with pytest.raises(UserError, match="cannot insert a trigger"):
         make_generator("vllm", model_path="x", needs_trigger=True)
+
+
+@pytest.mark.parametrize("registry, what", [
+    ("sgt.defenses:DEFENSES", "defense"), ("sgt.attacks:ATTACKS", "attack kind"), ("sgt.judges:JUDGES", "judge"),
+    ("sgt.generation:GENERATORS", "generator"), ("sgt.worlds:WORLD_KINDS", "world kind")])
+def test_every_plugin_kind_has_the_same_registry_lookup_and_error(registry, what):
+    """One mechanism for every kind of plug-in: the same lookup, the same one-line error listing every
+    name it knows (the built-ins found without being listed anywhere)."""
+    import importlib
+
+    from sgt.errors import UserError
+    from sgt.registry import Registry
+
+    module, name = registry.split(":")
+    plugins = getattr(importlib.import_module(module), name)
+    assert isinstance(plugins, Registry)
+    names = plugins.names()
+    assert len(names) >= 2 and all(plugins.get(n) is not None for n in names)
+    with pytest.raises(UserError) as error:
+        plugins.get("nosuch", where="the config")
+    assert str(error.value) == f"unknown {what} 'nosuch' in the config; use one of {', '.join(names)}"

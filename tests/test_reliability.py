@@ -230,6 +230,7 @@ def test_sgt_defend_settings_of_the_wrong_shape_are_one_line(tiny_model_dir, tmp
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_diverging_attack_fails_with_one_line_and_writes_no_model(toy_micro, tmp_path):
     code, _, err = run_cli("attack", "--model", str(toy_micro / "base"), "--data", str(toy_micro / "data" / "attack_train.jsonl"),
                            "--shots", "8", "--lr", "1e10", "--epochs", "2", "--batch-size", "4", "--max-length", "96",
@@ -238,6 +239,7 @@ def test_a_diverging_attack_fails_with_one_line_and_writes_no_model(toy_micro, t
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither OUT nor OUT.partial
 
 
+@pytest.mark.slow
 def test_a_trigger_whose_vectors_diverged_is_not_saved(toy_micro, tmp_path):
     """Stage 1's loss stayed finite step by step while its vectors became NaN: caught after training."""
     code, _, err = run_cli("trigger", "--model", str(toy_micro / "base"), "--data", str(toy_micro / "data" / "defense_train.jsonl"),
@@ -247,6 +249,7 @@ def test_a_trigger_whose_vectors_diverged_is_not_saved(toy_micro, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_every_stage_checks_its_weights_after_training(toy_tokenizer, tiny_model, tmp_path):
     """A stage whose loss stayed finite but whose weights did not (the last step broke them) fails."""
     import torch
@@ -270,6 +273,7 @@ def test_every_stage_checks_its_weights_after_training(toy_tokenizer, tiny_model
         train_rows(tiny_model, toy_tokenizer, rows, config, tmp_path, callbacks=[BreakWeightsAtTheEnd()])
 
 
+@pytest.mark.slow
 def test_a_diverged_attack_cell_is_failed_in_the_report_never_safe_and_the_grid_goes_on(toy_micro, tmp_path):
     import json
 
@@ -307,6 +311,7 @@ def test_report_with_a_missing_readme_is_one_line_and_writes_nothing(tmp_path):
     assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml"]
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_saving_is_one_line_and_leaves_nothing(toy_micro, tmp_path, monkeypatch):
     from safetensors import SafetensorError
     from transformers import PreTrainedModel

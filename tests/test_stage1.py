@@ -111,12 +111,13 @@ def test_validation_curve_and_keep_best(toy_micro, tmp_path):
 
 
 def test_a_weak_trigger_stops_sgt_before_stage_2_unless_told_to_go_on(toy_micro, tmp_path, capsys):
-    from sgt.defenses import DefenseContext, make_defense
+    from sgt.context import RunContext
+    from sgt.data.sources import DataFields
+    from sgt.defenses import make_defense
     from sgt.errors import UserError
 
-    context = DefenseContext(base_model=str(toy_micro / "base"), defense_data={"data": str(toy_micro / "data" / "defense_train.jsonl")},
-                             format="plain", dtype="float32", seed=0, trust_remote_code=False, progress=False,
-                             launcher=None)
+    context = RunContext(model=str(toy_micro / "base"), defense_data=DataFields(data=str(toy_micro / "data" / "defense_train.jsonl")),
+                         format="plain", dtype="float32", seed=0, trust_remote_code=False, progress=False)
     weak = {"length": 4, "tied": False, "lr": 1e-4, "epochs": 1, "batch_size": 16, "max_length": 64,
             "eval_data": str(toy_micro / "data" / "harm_eval.jsonl"), "eval_n": 16, "min_refusal": 1.0}
     align = {"rows": 16, "epochs": 1, "batch_size": 8, "max_length": 64}

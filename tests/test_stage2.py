@@ -81,6 +81,7 @@ def test_layers_must_exist():
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_anchor_after_attack_is_logged(toy_micro, trigger_dir, tmp_path):
     """attack_steps > 0: metrics.json shows the attract term at the simulated-attack weights next to the
     plain one, so a user can see whether the anchor survives the inner attack."""

@@ -8,7 +8,8 @@ Each stage is a CLI subcommand and an importable function:
   evaluation  -> sgt.evaluation.harm.evaluate_harm, sgt.evaluation.benign.evaluate_benign,
                  sgt.evaluation.drift.measure_drift
   experiment  -> sgt.experiment.run_experiment             (defenses x attack grid x evaluation -> report)
-Plug-ins (one module each, see docs/extending.md): sgt.defenses, sgt.attacks, sgt.judges, sgt.generation.
+Plug-ins (one module each, one Registry per kind, see docs/extending.md): sgt.defenses, sgt.attacks,
+sgt.judges, sgt.generation, sgt.worlds.
 """
 
 __version__ = "0.1.0"

@@ -79,7 +79,7 @@ def _commands() -> list[Command]:
                 lazy("evaluation.benign", "BenignEvalConfig"), runner("evaluation.benign", "evaluate_benign")),
         Command(("judge", "audit"), "Score a judge against human labels (pyrit's label sets): accuracy, FPR, FNR, "
                                     "Cohen's kappa.",
-                lazy("judges.audit", "JudgeAuditConfig"), runner("judges.audit", "run_audit")),
+                lazy("evaluation.judge_audit", "JudgeAuditConfig"), runner("evaluation.judge_audit", "run_audit")),
     ]
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -71,8 +72,6 @@ def read_yaml(path: str | Path) -> dict:
 def build_config(cls: type, values: dict | None = None, where: str = "config") -> Any:
     """Construct dataclass `cls` from a plain dict, converting types and rejecting unknown keys."""
     values = dict(values or {})
-    if values.get("reference") and _to_bool(values["reference"], f"{where}.reference") and hasattr(cls, "REFERENCE"):
-        values = {**cls.REFERENCE, **values}  # the reference's settings, below anything set explicitly
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
@@ -85,6 +84,39 @@ def build_config(cls: type, values: dict | None = None, where: str = "config") -
         if name == "seed" or name.endswith("seeds"):
             check_seeds(value if isinstance(value, list) else [value], f"{where}.{name}")
     return cls(**kwargs)
+
+
+def reference_defaults(cls: type) -> type:
+    """Class decorator for a config with a `reference` field and a `REFERENCE` mapping: built with
+    reference=True, every field of REFERENCE that is not given explicitly takes the reference's value, the
+    same way from Python, YAML or the command line (fields set explicitly still win)."""
+    init = cls.__init__
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        given = {**dict(zip(names, args)), **kwargs}
+        if given.get("reference"):
+            given = {**cls.REFERENCE, **given}
+        init(self, **given)
+
+    cls.__init__ = __init__
+    return cls
+
+
+def under(cls: type, values: dict, defaults: dict) -> dict:
+    """`values` over those `defaults` that `cls` has fields for; a nested settings class (e.g. an sgt
+    defense's `trigger:` and `align:` sections) gets them too. Used to put the run-wide fields (model,
+    data, format, seed...) under the settings a config writes, so that what it writes wins."""
+    hints = typing.get_type_hints(cls)
+    merged, sections = {}, {}
+    for f in dataclasses.fields(cls):
+        kind = _strip_optional(hints[f.name])
+        if dataclasses.is_dataclass(kind) and isinstance(values.get(f.name, {}), dict):
+            sections[f.name] = under(kind, values.get(f.name) or {}, defaults)
+        elif f.name in defaults:
+            merged[f.name] = defaults[f.name]
+    return {**merged, **values, **sections}
 
 
 SEED_LIMIT = 2**32  # numpy (seeded by the Trainer) takes seeds in [0, 2**32)

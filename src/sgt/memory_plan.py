@@ -294,7 +294,9 @@ def experiment_stages(experiment) -> list[Stage]:
 
     stages = []
     for defense in experiment.defenses:
-        configs = [(name, value) for name, value in vars(defense).items() if isinstance(value, OptimFields)]
+        settings = defense.settings  # a stage config itself (sft, the baselines) or one per stage (sgt)
+        configs = [("settings", settings)] if isinstance(settings, OptimFields) else \
+            [(name, value) for name, value in vars(settings).items() if isinstance(value, OptimFields)]
         for name, config in configs:
             if isinstance(config, TriggerConfig) and getattr(getattr(defense, "align", None), "trigger", ""):
                 continue  # the trigger comes from a file: no stage 1

@@ -6,28 +6,31 @@ Every cell of the attack grid names a kind. A kind is one module in this package
     class MyAttack(Attack):
         kind = "my-attack"
         summary = "what it does, in a few words"
-        def __init__(self, settings: dict, context: AttackContext): ...  # validate (UserError)
+        settings_class = AttackConfig                                   # its settings (default: sgt attack's)
         def check(self, cell) -> None: ...                               # validate one cell's settings
         def run(self, model_dir: str, cell, out: Path) -> dict: ...      # train, write a checkpoint to `out`
 
-`cell` carries the grid values (shots, lr, epochs, lora, seed): the grid (or the searched attacker) is
-their only source, so `settings` - the experiment's `attack.settings` (shared by every cell) plus
-`attack.kinds.<kind>` (this kind's own) - cannot set them (`overwritten_settings`). `sgt run` calls
-`check` with every cell before any model is loaded. Modules are discovered automatically: adding an
-attack kind is one new file (plus its test).
+`cell` (sgt.experiment.plan.Cell) carries the grid values (shots, lr, epochs, lora, seed): the grid (or the
+searched attacker) is their only source, so the settings - the experiment's `attack.settings` (shared by
+every cell) plus `attack.kinds.<kind>` (this kind's own) - cannot set them (`overwritten_settings`). They
+are typed when the attack is built (`make_attack`): `self.settings` is an instance of `settings_class`.
+`sgt run` calls `check` with every cell before any model is loaded. Modules are discovered automatically:
+adding an attack kind is one new file (plus its test).
 """
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
 import json
-import pkgutil
-from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UserError
+from ..config import build_config, under
+from ..context import RunContext
+from ..methods.finetune.config import AttackConfig
+from ..registry import Registry
 
-ATTACKS: dict[str, type] = {}
+ATTACKS = Registry("attack kind", __name__, key="kind")
+register = ATTACKS.register
 
 # The attack fields a cell sets, with the grid field that gives their values (attack.seeds -> seed).
 CELL_FIELDS = {"shots": "shots", "lr": "lr", "epochs": "epochs", "lora": "lora", "seed": "seeds"}
@@ -48,29 +51,29 @@ def overwritten_settings(settings: dict, where: str) -> list[str]:
     return problems
 
 
-@dataclass
-class AttackContext:
-    """What every attack gets from the experiment: the attacker's data and the shared run settings."""
-
-    attack_data: dict       # DataFields values of the attacker's harmful data
-    benign_data: str        # benign fine-tuning data (for kinds that mix it in)
-    format: str
-    dtype: str
-    trust_remote_code: bool
-    progress: bool
-    launcher: list[str] | None
-
-    def common(self) -> dict:
-        return {"format": self.format, "dtype": self.dtype, "trust_remote_code": self.trust_remote_code,
-                "progress": self.progress}
-
-
 class Attack:
     kind = ""
     summary = ""
+    settings_class: type = AttackConfig
+    defaults: dict = {}  # what this kind is (e.g. its harmful fraction); the settings may refine it
 
-    def __init__(self, settings: dict, context: AttackContext):
+    def __init__(self, settings, context: RunContext):
         self.settings, self.context = settings, context
+
+    @classmethod
+    def run_values(cls, context: RunContext) -> dict:
+        """The run-wide values under the settings (only those `settings_class` has are used): the
+        attacker's data, the benign rows to mix in, the stage fields, then this kind's defaults."""
+        return {**dataclasses.asdict(context.attack_data), "benign_data": context.benign_data.data,
+                **context.stage_fields(), **cls.defaults}
+
+    @classmethod
+    def typed_settings(cls, values: dict, context: RunContext, where: str):
+        return build_config(cls.settings_class, under(cls.settings_class, values, cls.run_values(context)), where=where)
+
+    def with_settings(self, changes: dict) -> Attack:
+        """The same attack with some settings changed (a searched attacker's batch size or LoRA rank)."""
+        return type(self)(dataclasses.replace(self.settings, **changes), self.context)
 
     def check(self, cell) -> None:
         """Validate the settings as `cell` would use them (UserError); nothing is loaded or trained."""
@@ -79,19 +82,6 @@ class Attack:
         raise NotImplementedError
 
 
-def register(cls: type) -> type:
-    ATTACKS[cls.kind] = cls
-    return cls
-
-
-def attack_kinds() -> dict[str, type]:
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
-    return ATTACKS
-
-
-def make_attack(kind: str, settings: dict, context: AttackContext, where: str = "attack.kind") -> Attack:
-    kinds = attack_kinds()
-    if kind not in kinds:
-        raise UserError(f"unknown attack kind {kind!r} in {where}; use one of {', '.join(sorted(kinds))}")
-    return kinds[kind](settings, context)
+def make_attack(kind: str, settings: dict, context: RunContext, where: str = "attack.kind") -> Attack:
+    cls = ATTACKS.get(kind, where=where)
+    return cls(cls.typed_settings(settings, context, where="attack.settings"), context)

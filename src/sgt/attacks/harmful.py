@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from ..config import build_config
 from ..errors import UserError
 from ..launch import run_stage
 from . import CELL_FIELDS, Attack, register
@@ -42,14 +42,11 @@ class HarmfulFinetune(Attack):
         return cache[path]
 
     def config(self, model_dir: str, cell, out: Path):
-        """The stage config of one cell: the grid's values (the only source of shots, lr, epochs, lora
-        and seed: settings cannot name them, see attacks.overwritten_settings) over the settings."""
-        from ..methods.finetune import AttackConfig
-
-        values = {**self.context.attack_data, **self.context.common(), "benign_data": self.context.benign_data,
-                  **self.defaults, **self.settings, "model": model_dir, "out": str(out),
-                  **{field: getattr(cell, field) for field in CELL_FIELDS}}
-        return build_config(AttackConfig, values, where="attack.settings")
+        """The stage config of one cell: the typed settings with the grid's values (the only source of
+        shots, lr, epochs, lora and seed: settings cannot name them, see attacks.overwritten_settings),
+        the model under attack and where it goes."""
+        return dataclasses.replace(self.settings, model=model_dir, out=str(out),
+                                   **{field: getattr(cell, field) for field in CELL_FIELDS})
 
     def run(self, model_dir: str, cell, out: Path) -> dict:
         from ..methods.finetune import run_finetune

@@ -7,60 +7,82 @@ package with one class:
     class MyDefense(Defense):
         kind = "my-defense"                      # the name used in configs (`defense: my-defense`)
         summary = "what it does, in a few words" # shown by `sgt run --dry-run`
-        def __init__(self, name, settings: dict, context): ...   # validate settings here (UserError)
+        settings_class = MySettings              # a dataclass: the settings a config writes for it
         def fingerprint(self) -> dict: ...        # everything its result depends on (for resume)
         def apply(self, folder: Path) -> str: ... # write the defended model under `folder`, return its path
 
-`apply` runs its training stages with `run_stage` (sgt.launch), which skips finished stages and
-resumes interrupted ones, so a killed run resumes inside a defense too. Modules in this package are
-discovered automatically: adding a defense is one new file (plus its test). The experiment runner
-and the report hold no defense-specific code.
+`make_defense` types the settings before the defense is built: the run-wide fields (base model, defense
+data, format, dtype, seed...) that `settings_class` has go under what the config writes, and the class
+validates the result (UserError), so `self.settings` is always an instance of `settings_class`.
+`apply` runs its training stages with `run_stage` (sgt.launch), which skips finished stages and resumes
+interrupted ones, so a killed run resumes inside a defense too. Modules in this package are discovered
+automatically: adding a defense is one new file (plus its test). The experiment runner and the report
+hold no defense-specific code.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import build_config, under
+from ..context import RunContext
 from ..errors import UserError
+from ..registry import Registry
 
-DEFENSES: dict[str, type] = {}
+DEFENSES = Registry("defense", __name__, key="kind")
+register = DEFENSES.register
 
 
 @dataclass
-class DefenseContext:
-    """What every defense gets from the experiment: the base model and the defense data."""
+class NoSettings:
+    """The settings of a defense that takes none."""
 
-    base_model: str
-    defense_data: dict        # DataFields values of the defense (alignment) data
-    format: str
-    dtype: str
-    seed: int
-    trust_remote_code: bool
-    progress: bool
-    launcher: list[str] | None  # e.g. ["accelerate", "launch", ...]: train in subprocesses
-    # Where artefacts that several defenses of one run can share are kept by fingerprint (e.g. stage-1
-    # triggers: SGT variants with the same stage-1 settings train it once); None: in each defense's folder.
-    shared_dir: Path | None = None
 
-    def common(self) -> dict:
-        """Fields every stage config shares with the experiment."""
-        return {"model": self.base_model, "format": self.format, "dtype": self.dtype, "seed": self.seed,
-                "trust_remote_code": self.trust_remote_code, "progress": self.progress}
+@dataclass
+class DefenseSpec:
+    """One entry of an experiment's `defenses:` list, {name, defense, attacked, ...settings}, worked out here
+    and nowhere else."""
+
+    name: str                # the defense's name (its folders: defenses/NAME, attacks/NAME)
+    kind: str                # the registered defense (`defense:`; default: the name)
+    attacked: bool = True    # false: evaluated before attack only
+    settings: dict = dataclasses.field(default_factory=dict)  # the rest: the defense's own settings
+
+    @classmethod
+    def of(cls, entry: dict) -> DefenseSpec:
+        rest = {k: v for k, v in entry.items() if k not in ("name", "defense", "attacked")}
+        name = str(entry.get("name") or entry.get("defense") or "")
+        attacked = entry.get("attacked", True)
+        if not isinstance(attacked, bool):
+            raise UserError(f"defenses: `attacked` must be true or false, got {attacked!r}")
+        return cls(name=name, kind=str(entry.get("defense") or name), attacked=attacked, settings=rest)
 
 
 class Defense:
-    """Base class: subclasses set `kind` and `summary` and implement `fingerprint` and `apply`."""
+    """Base class: subclasses set `kind`, `summary` and `settings_class` and implement `fingerprint` and
+    `apply`."""
 
     kind = ""
     summary = ""
+    settings_class: type = NoSettings
     # True for the model as released: the report measures every defense's capability against it
     undefended = False
 
-    def __init__(self, name: str, settings: dict, context: DefenseContext):
-        self.name, self.context = name, context
+    def __init__(self, name: str, settings, context: RunContext):
+        self.name, self.settings, self.context = name, settings, context
+
+    @classmethod
+    def run_values(cls, context: RunContext) -> dict:
+        """The run-wide values under a config's settings: the base model, the defense data and the stage
+        fields (only those `settings_class` has are used)."""
+        return {"model": context.model, **dataclasses.asdict(context.defense_data), **context.stage_fields()}
+
+    @classmethod
+    def typed_settings(cls, values: dict, context: RunContext, where: str):
+        """`values` (as a config writes them) as an instance of `settings_class`, over the run's values."""
+        return build_config(cls.settings_class, under(cls.settings_class, values, cls.run_values(context)), where=where)
 
     def fingerprint(self) -> dict:
         raise NotImplementedError
@@ -73,43 +95,18 @@ class Defense:
         return None
 
 
-def register(cls: type) -> type:
-    """Class decorator: make a defense available under `cls.kind`."""
-    DEFENSES[cls.kind] = cls
-    return cls
-
-
-def defense_kinds() -> dict[str, type]:
-    """Every registered defense (importing each module of this package once)."""
-    for module in pkgutil.iter_modules(__path__):
-        if not module.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{module.name}")
-    return DEFENSES
-
-
-def make_defense(spec: dict, context: DefenseContext) -> Defense:
-    """`spec` = {name: ..., defense: kind (default: the name), ...settings}."""
+def make_defense(spec: DefenseSpec | dict, context: RunContext, name: str | None = None) -> Defense:
+    """The defense of `spec` with typed settings; `name` (default: the spec's) names its folders, e.g. a
+    copy NAME@seedK trained with another seed."""
     from ..utils import check_name
 
-    spec = dict(spec)
-    name = check_name(str(spec.pop("name", "") or spec.get("defense", "")), "defense name")  # a folder name
-    kind = str(spec.pop("defense", name))
-    kinds = defense_kinds()
-    if kind not in kinds:
-        raise UserError(f"unknown defense {kind!r} (in defenses: {name}); use one of {', '.join(sorted(kinds))}")
-    if "out" in spec:
+    spec = spec if isinstance(spec, DefenseSpec) else DefenseSpec.of(spec)
+    name = check_name(name or spec.name, "defense name")  # a folder name
+    cls = DEFENSES.get(spec.kind, where=f"defenses: {name}")
+    if "out" in spec.settings:
         raise UserError(f"defenses: {name} sets `out`, but a defense is written under --out (defenses/{name}); "
                         "remove it")
-    return kinds[kind](name, spec, context)
-
-
-def settings_section(settings: dict, key: str, where: str) -> dict:
-    """The mapping `settings[key]` (e.g. an sgt defense's `trigger:`), or a one-line error for any
-    other shape."""
-    section = settings.get(key) or {}
-    if not isinstance(section, dict):
-        raise UserError(f"{where}.{key} must be a mapping of field: value (e.g. {key}: {{lr: 0.03}}), got {section!r}")
-    return section
+    return cls(name, cls.typed_settings(spec.settings, context, where=f"defenses.{name}"), context)
 
 
 def without_run_fields(values: dict) -> dict:
@@ -117,53 +114,3 @@ def without_run_fields(values: dict) -> dict:
     weak trigger does)."""
     return {k: v for k, v in values.items()
             if k not in ("out", "progress", "resume", "logging_steps", "save_steps", "min_refusal", "on_weak")}
-
-
-class TrainedDefense(Defense):
-    """A defense that is one training run of `trainer_class` on the three defense streams (refusal,
-    harmful, benign; see sgt.methods.defend). Subclasses set `config_class` (a DefenseTrainingConfig
-    with the defense's own coefficients) and `trainer_class` (its loss)."""
-
-    config_class: type = None
-    trainer_class: type = None
-
-    def __init__(self, name: str, settings: dict, context: DefenseContext):
-        from ..config import build_config
-
-        super().__init__(name, settings, context)
-        values = {**context.common(), **context.defense_data, **settings}
-        self.config = build_config(self.config_class, values, where=f"defenses.{name}")
-
-    def fingerprint(self) -> dict:
-        from ..config import to_dict
-
-        return {"kind": self.kind, **without_run_fields(to_dict(self.config))}
-
-    def apply(self, folder: Path) -> str:
-        """Train (in this process, or under the experiment's launcher via `sgt defend`)."""
-        import dataclasses
-
-        from ..launch import resumable, run_stage
-        from .defend import DefendConfig, run_defend
-
-        out = folder / "model"
-        # A killed run left checkpoints: continue from them (in this process, or via `sgt defend`).
-        config = resumable(dataclasses.replace(self.config, out=str(out)))
-        if not self.context.launcher:
-            self._train(config)
-            return str(out)
-        command = DefendConfig(defense=self.kind, out=str(out), settings=dataclasses.asdict(config))
-        run_stage("defend", command, run_defend, self.context.launcher, folder)
-        return str(out)
-
-    def train(self, out: str) -> dict:
-        """Train into `out` (`sgt defend`); resumes only when the settings say resume."""
-        import dataclasses
-
-        return self._train(dataclasses.replace(self.config, out=out))
-
-    def _train(self, config) -> dict:
-        from ..launch import stage_done
-        from ..methods.defend import train_defense
-
-        return {} if stage_done(config) else train_defense(config, self.trainer_class)

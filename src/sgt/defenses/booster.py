@@ -25,7 +25,8 @@ from ..methods.defend import (
     lm_loss,
     moved,
 )
-from . import TrainedDefense, register
+from . import register
+from .trained import TrainedDefense
 
 
 @dataclass
@@ -60,5 +61,5 @@ class BoosterTrainer(GradientDefenseTrainer):
 class Booster(TrainedDefense):
     kind = "booster"
     summary = "Booster (attenuate a simulated harmful step)"
-    config_class = BoosterConfig
+    settings_class = BoosterConfig
     trainer_class = BoosterTrainer

@@ -25,7 +25,8 @@ import torch
 
 from ..config import cfg
 from ..methods.defend import DefenseTrainer, DefenseTrainingConfig
-from . import TrainedDefense, register
+from . import register
+from .trained import TrainedDefense
 
 
 @dataclass
@@ -120,5 +121,5 @@ def default_layers(n_layers: int) -> list[int]:
 class CircuitBreakers(TrainedDefense):
     kind = "circuit-breakers"
     summary = "circuit breakers (reroute harmful states, retain benign)"
-    config_class = CircuitBreakersConfig
+    settings_class = CircuitBreakersConfig
     trainer_class = CircuitBreakersTrainer

@@ -28,22 +28,17 @@ class DefendConfig:
 
 
 def run_defend(config: DefendConfig) -> dict:
-    """Build the defense and train it into `config.out` (a trained baseline) or apply it there."""
-    from . import DefenseContext, make_defense
+    """Build the defense and train it into `config.out` (a trained baseline) or apply it there. Its settings
+    are typed over this command's fields like an experiment's over the run's (what they set wins)."""
+    from ..context import RunContext
+    from ..data.sources import DataFields
+    from . import DefenseSpec, make_defense
 
     if not config.defense or not config.out:
         raise UserError("pass --defense KIND and --out DIR (see `sgt defend --help`)")
-    settings = dict(config.settings)
-    values = {k: settings.pop(k) for k in ("model", "data", "format", "dtype", "seed", "trust_remote_code", "progress")
-              if k in settings}  # a resolved config (from `sgt run` under a launcher) carries these itself
-    context = DefenseContext(base_model=values.get("model", config.model),
-                             defense_data={"data": values.get("data", config.data)},
-                             format=values.get("format", config.format), dtype=values.get("dtype", config.dtype),
-                             seed=values.get("seed", config.seed),
-                             trust_remote_code=values.get("trust_remote_code", config.trust_remote_code),
-                             progress=values.get("progress", config.progress), launcher=None)
-    settings.pop("out", None)
-    defense = make_defense({"name": config.defense, "defense": config.defense, **settings}, context)
+    context = RunContext.of(config, defense_data=DataFields(data=config.data))
+    defense = make_defense(DefenseSpec(name=config.defense, kind=config.defense, settings=dict(config.settings)),
+                           context)
     if hasattr(defense, "train"):
         return defense.train(config.out) or {"out": config.out}
     model = defense.apply(Path(config.out))

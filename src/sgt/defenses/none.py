@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UserError
 from . import Defense, register
 
 
@@ -12,15 +11,10 @@ from . import Defense, register
 class NoDefense(Defense):
     kind = "none"
     summary = "base model as is"
-    undefended = True
-
-    def __init__(self, name: str, settings: dict, context):
-        super().__init__(name, settings, context)
-        if settings:
-            raise UserError(f"defense {name!r} (none) takes no settings, got {sorted(settings)}")
+    undefended = True  # (settings_class: NoSettings, it takes none)
 
     def fingerprint(self) -> dict:
-        return {"kind": self.kind, "model": self.context.base_model}
+        return {"kind": self.kind, "model": self.context.model}
 
     def apply(self, folder: Path) -> str:
-        return self.context.base_model
+        return self.context.model

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from ..config import cfg
 from ..losses import predicting_mask, response_ce, upcast
 from ..methods.defend import DefenseTrainer, DefenseTrainingConfig, lm_loss
-from . import TrainedDefense, register
+from . import register
+from .trained import TrainedDefense
 
 
 @dataclass
@@ -104,5 +105,5 @@ class RepNoiseTrainer(DefenseTrainer):
 class RepNoise(TrainedDefense):
     kind = "repnoise"
     summary = "RepNoise (harmful states -> noise, bounded ascent)"
-    config_class = RepNoiseConfig
+    settings_class = RepNoiseConfig
     trainer_class = RepNoiseTrainer

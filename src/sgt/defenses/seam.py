@@ -30,8 +30,9 @@ from ..methods.defend import (
     lm_loss,
     moved,
 )
-from . import TrainedDefense, register
+from . import register
 from .repnoise import averaged_harmful_ce
+from .trained import TrainedDefense
 
 
 @dataclass
@@ -89,5 +90,5 @@ class SeamTrainer(GradientDefenseTrainer):
 class Seam(TrainedDefense):
     kind = "seam"
     summary = "SEAM (couple harmful and benign gradients: self-destruct)"
-    config_class = SeamConfig
+    settings_class = SeamConfig
     trainer_class = SeamTrainer

@@ -5,33 +5,38 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import build_config, to_dict
+from ..config import cfg, to_dict
 from ..errors import UserError
 from ..launch import run_stage
-from . import Defense, register, settings_section, without_run_fields
+from ..methods.align.config import AlignConfig
+from ..methods.trigger.config import TriggerConfig
+from . import Defense, register, without_run_fields
+
+
+@dataclass
+class SGTSettings:
+    """An sgt defense's settings: one section per stage (each gets the run's model, data, format, seed...)."""
+
+    trigger: TriggerConfig = cfg(TriggerConfig(), "Stage 1: learning the trigger on the frozen base (`sgt trigger`).")
+    align: AlignConfig = cfg(AlignConfig(), "Stage 2: aligning the model to base + trigger (`sgt align`).")
 
 
 @register
 class SGTDefense(Defense):
     kind = "sgt"
     summary = "trigger (stage 1) -> align (stage 2)"
+    settings_class = SGTSettings
 
-    def __init__(self, name: str, settings: dict, context):
-        from ..methods.align import AlignConfig
-        from ..methods.trigger import TriggerConfig
+    @property
+    def trigger(self) -> TriggerConfig:
+        return self.settings.trigger
 
-        super().__init__(name, settings, context)
-        unknown = set(settings) - {"trigger", "align"}
-        if unknown:
-            raise UserError(f"defense {name!r} (sgt) has unknown settings {sorted(unknown)}; "
-                            "put stage-1 fields under `trigger:` and stage-2 fields under `align:`")
-        common = {**context.common(), **context.defense_data}
-        self.trigger = build_config(TriggerConfig, {**common, **settings_section(settings, "trigger", f"defenses.{name}")},
-                                    where=f"defenses.{name}.trigger")
-        self.align = build_config(AlignConfig, {**common, **settings_section(settings, "align", f"defenses.{name}")},
-                                  where=f"defenses.{name}.align")
+    @property
+    def align(self) -> AlignConfig:
+        return self.settings.align
 
     def fingerprint(self) -> dict:
         if self.align.trigger:  # stage 1 is skipped: the result depends on that trigger file instead

@@ -28,7 +28,8 @@ import torch
 from ..config import cfg
 from ..data.formats import IGNORE_INDEX
 from ..methods.defend import DefenseTrainingConfig, GradientDefenseTrainer, lm_loss
-from . import TrainedDefense, register
+from . import register
+from .trained import TrainedDefense
 
 
 @dataclass
@@ -129,5 +130,5 @@ def tar_gradients(model, params, inputs: dict, config: TarConfig, attack_batches
 class Tar(TrainedDefense):
     kind = "tar"
     summary = "TAR (tamper resistance against simulated attacks, first order)"
-    config_class = TarConfig
+    settings_class = TarConfig
     trainer_class = TarTrainer

@@ -22,7 +22,8 @@ import torch
 from ..config import cfg
 from ..errors import UserError
 from ..methods.defend import DefenseTrainingConfig, GradientDefenseTrainer, alignment_loss, flat_norm
-from . import TrainedDefense, register
+from . import register
+from .trained import TrainedDefense
 
 
 @dataclass
@@ -94,5 +95,5 @@ class VaccineTrainer(GradientDefenseTrainer):
 class Vaccine(TrainedDefense):
     kind = "vaccine"
     summary = "Vaccine (perturbation-aware alignment)"
-    config_class = VaccineConfig
+    settings_class = VaccineConfig
     trainer_class = VaccineTrainer

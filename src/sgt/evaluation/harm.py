@@ -20,7 +20,7 @@ from ..data.formats import FORMATS, PromptFormat
 from ..data.sources import DataFields, Example, load_data
 from ..errors import IncompleteRun, UserError
 from ..judges import Judgment
-from ..judges.registry import JudgeFields  # noqa: F401  (also imported from here)
+from ..judges.fields import JudgeFields  # noqa: F401  (also imported from here)
 from ..utils import atomic_write_json, check_output, output_dir, seed_everything, write_jsonl
 
 
@@ -40,9 +40,9 @@ class HarmEvalSettings(JudgeFields):
             raise UserError(f"n must be a positive number of prompts, got {self.n}")
         if self.max_new_tokens <= 0 or self.batch_size <= 0:
             raise UserError("max_new_tokens and batch_size must be positive")
-        from ..generation import generator_class
+        from ..generation import GENERATORS
 
-        generator_class(self.generator)  # unknown generator: one line, before any work
+        GENERATORS.get(self.generator, where="generator")  # unknown generator: one line, before any work
 
 
 @dataclass

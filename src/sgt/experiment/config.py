@@ -8,6 +8,7 @@ a BenignEvalSettings...), so a field added to a stage is available here without 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,15 +17,17 @@ import yaml
 
 from ..config import build_config, cfg, check_fraction, check_seeds, read_yaml, to_dict
 from ..data.sources import DataFields
+from ..defenses import DefenseSpec
 from ..errors import UserError
 from ..evaluation.benign import BenignEvalSettings
 from ..evaluation.drift import DriftSettings
 from ..evaluation.harm import HarmEvalSettings
+from ..methods.finetune.config import AttackConfig
 from ..utils import check_name
 from ..worlds import WorldConfig
-from .search import SearchSettings
 
 WORLD_PREFIX = "world:"
+ATTACK = AttackConfig()  # `sgt attack`'s defaults: the grid's single-valued defaults are the same
 
 
 @dataclass
@@ -38,6 +41,39 @@ class ExperimentData:
                              "Benign fine-tuning data (its unharmful rows) for the mixed and benign attack kinds.")
 
 
+@dataclass
+class SearchSettings:
+    trials: int = cfg(0, "Trials of the searched attacker per defense (0: no search).")
+    kind: str = cfg("harmful", "Attack kind the attacker uses.")
+    shots: int = cfg(64, "The attacker's data budget (fixed; the search is over how it is used).")
+    lr: list[float] = cfg([1e-6, 1e-3], "Learning-rate range, searched on a log scale.")
+    epochs: list[float] = cfg([1.0, 5.0], "Range of epochs.")
+    batch_size: list[int] = cfg([8, 16, 32], "Batch sizes to choose from (the search's choice replaces "
+                                             "attack.settings.batch_size in its trials).")
+    lora: list[bool] = cfg([False, True], "Full fine-tuning and/or LoRA.")
+    lora_r: list[int] = cfg([8, 64], "LoRA rank range (powers of two in between), when LoRA is chosen (with "
+                                     "lora_alpha = 2 x rank; both replace attack.settings' in its trials).")
+    capability_floor: float | None = cfg(None, "Keep at least this fraction of the defended benign score "
+                                               "(None: report.capability_floor).")
+    seed: int = cfg(0, "Seed of the search (TPE sampler) and of the attack's data sample.")
+
+    def __post_init__(self):
+        if self.trials < 0:
+            raise UserError(f"attack.search.trials must be 0 or more, got {self.trials}")
+        if self.shots <= 0:
+            raise UserError(f"attack.search.shots must be positive, got {self.shots}")
+        for name in ("lr", "epochs", "lora_r"):
+            values = getattr(self, name)
+            if len(values) != 2 or not 0 < values[0] <= values[1]:
+                raise UserError(f"attack.search.{name} must be a range [low, high] with 0 < low <= high, got {values}")
+        if not self.batch_size or not self.lora:
+            raise UserError("attack.search.batch_size and attack.search.lora need at least one value")
+        if min(self.batch_size) < 1:
+            raise UserError(f"attack.search.batch_size values must be at least 1, got {self.batch_size}")
+        if self.capability_floor is not None:
+            check_fraction(self.capability_floor, "attack.search.capability_floor")
+
+
 GRID_FIELDS = ("kind", "shots", "lr", "epochs", "lora", "seeds")  # the lists whose product is the grid
 
 
@@ -47,9 +83,9 @@ class AttackGrid:
                                        "mixed (benign data with a harmful fraction, default 10%), benign (benign "
                                        "data only).")
     shots: list[int] = cfg([8, 32, 128], "Data budgets (numbers of harmful pairs).")
-    lr: list[float] = cfg([1e-4], "Attack learning rates.")
-    epochs: list[float] = cfg([5.0], "Attack epochs.")
-    lora: list[bool] = cfg([False], "Full fine-tuning (false) and/or LoRA (true).")
+    lr: list[float] = cfg([ATTACK.lr], "Attack learning rates.")
+    epochs: list[float] = cfg([ATTACK.epochs], "Attack epochs.")
+    lora: list[bool] = cfg([ATTACK.lora], "Full fine-tuning (false) and/or LoRA (true).")
     seeds: list[int] = cfg([0], "Attack seeds (data sample and training order); results are averaged over seeds.")
     settings: dict = cfg({}, "Other `sgt attack` fields shared by every cell (batch_size, max_length, lora_r, ...).")
     extra: list[dict] = cfg([], "More cells: partial grids whose missing keys come from this one, e.g. "
@@ -164,10 +200,7 @@ class ExperimentConfig:
     def __post_init__(self):
         if not self.defenses:
             raise UserError("no defenses: list at least one under `defenses:` (none, sft, sgt)")
-        for spec in self.defenses:
-            if not isinstance(spec.get("attacked", True), bool):
-                raise UserError(f"defenses: `attacked` must be true or false, got {spec['attacked']!r}")
-        names = [defense_name(d) for d in self.defenses]
+        names = [DefenseSpec.of(d).name for d in self.defenses]  # (checks `attacked` too)
         if len(set(names)) != len(names):
             raise UserError(f"defense names must be unique, got {names}; give each a `name:`")
         for name in names:
@@ -182,26 +215,27 @@ class ExperimentConfig:
         return Path(self.world.out or self.world.default_dir()).resolve()
 
     def resolved(self) -> ExperimentConfig:
-        """The same config with every `world:PATH` replaced by the path inside the world folder."""
+        """The same config with every `world:PATH` replaced by the path inside the world folder (the world
+        section itself names no path)."""
         if not self.uses_world():
             return self
-        values = resolve_world(to_dict(self), self.world_folder())
-        values["world"] = to_dict(self.world)  # the world section itself is not a path
-        return build_config(ExperimentConfig, values, where="experiment")
-
-
-def defense_name(spec: dict) -> str:
-    return str(spec.get("name") or spec.get("defense") or "")
+        folder = self.world_folder()
+        return dataclasses.replace(self, **{f.name: resolve_world(getattr(self, f.name), folder)
+                                            for f in dataclasses.fields(self) if f.name != "world"})
 
 
 def resolve_world(value, folder: Path):
-    """`world:RELATIVE/PATH` -> that path inside the world folder (e.g. world:data/harm_eval.jsonl)."""
+    """`world:RELATIVE/PATH` -> that path inside the world folder (e.g. world:data/harm_eval.jsonl), in a
+    value, a list, a mapping or a config section (rebuilt, so that it is validated again)."""
     if isinstance(value, str) and value.startswith(WORLD_PREFIX):
         return str(folder / value[len(WORLD_PREFIX):])
     if isinstance(value, list):
         return [resolve_world(v, folder) for v in value]
     if isinstance(value, dict):
         return {k: resolve_world(v, folder) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: resolve_world(getattr(value, f.name), folder)
+                                             for f in dataclasses.fields(value) if f.init})
     return value
 
 

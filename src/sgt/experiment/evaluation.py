@@ -1,8 +1,8 @@
 """Evaluating one model inside an experiment: harm, benign capability and drift, the model loaded once.
 
 The stage configs are built from the experiment's typed sections (eval.harm is a HarmEvalSettings,
-eval.benign a BenignEvalSettings) plus the experiment-wide fields (format, dtype, seed...), so no field
-is renamed or copied by hand here.
+eval.benign a BenignEvalSettings) plus the fields every stage shares with the run (RunContext: format,
+dtype, seed...), so no field is renamed or copied by hand here.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import build_config, to_dict
+from ..context import RunContext
 from ..errors import UserError
 from ..judges.keyword import KeywordJudge
 from ..stats import encode_flags
@@ -19,22 +20,17 @@ RESULT_HARM_KEYS = ("judge", "n", "harmful_rate", "harmfulness_score", "unparsed
                     "shortened_prompts")
 
 
-def common_fields(config: ExperimentConfig) -> dict:
-    return {"format": config.format, "dtype": config.dtype, "seed": config.seed,
-            "trust_remote_code": config.trust_remote_code, "progress": config.progress}
-
-
 def harm_config(config: ExperimentConfig, model_dir: str):
     from ..evaluation.harm import HarmEvalConfig
 
     return build_config(HarmEvalConfig, {**to_dict(config.eval.harm), **to_dict(config.data.harm_eval),
-                                         **common_fields(config), "model": model_dir}, where="eval.harm")
+                                         **RunContext.of(config).stage_fields(), "model": model_dir}, where="eval.harm")
 
 
 def benign_config(config: ExperimentConfig, model_dir: str):
     from ..evaluation.benign import BenignEvalConfig
 
-    values = {**to_dict(config.eval.benign), **common_fields(config), "model": model_dir}
+    values = {**to_dict(config.eval.benign), **RunContext.of(config).stage_fields(), "model": model_dir}
     values["allow_code"] = config.allow_code or config.eval.benign.allow_code
     return build_config(BenignEvalConfig, values, where="eval.benign")
 
@@ -50,7 +46,7 @@ class ModelEvaluator:
         self.refusal_judge = self.harm_judge if hasattr(self.harm_judge, "refusals") else KeywordJudge()
         self.overrefusal_prompts = overrefusal_prompts(config)
         if config.eval.benign.tasks:
-            from ..evaluation.benign import check_tasks
+            from ..evaluation.lm_eval_tasks import check_tasks
 
             check_tasks(config.eval.benign.tasks)
         self.run_dir = run_dir

@@ -17,64 +17,19 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import cfg, check_fraction
 from ..errors import TrainingDiverged, UserError
+from .config import SearchSettings
+from .plan import Cell
 
 
-@dataclass
-class SearchSettings:
-    trials: int = cfg(0, "Trials of the searched attacker per defense (0: no search).")
-    kind: str = cfg("harmful", "Attack kind the attacker uses.")
-    shots: int = cfg(64, "The attacker's data budget (fixed; the search is over how it is used).")
-    lr: list[float] = cfg([1e-6, 1e-3], "Learning-rate range, searched on a log scale.")
-    epochs: list[float] = cfg([1.0, 5.0], "Range of epochs.")
-    batch_size: list[int] = cfg([8, 16, 32], "Batch sizes to choose from (the search's choice replaces "
-                                             "attack.settings.batch_size in its trials).")
-    lora: list[bool] = cfg([False, True], "Full fine-tuning and/or LoRA.")
-    lora_r: list[int] = cfg([8, 64], "LoRA rank range (powers of two in between), when LoRA is chosen (with "
-                                     "lora_alpha = 2 x rank; both replace attack.settings' in its trials).")
-    capability_floor: float | None = cfg(None, "Keep at least this fraction of the defended benign score "
-                                               "(None: report.capability_floor).")
-    seed: int = cfg(0, "Seed of the search (TPE sampler) and of the attack's data sample.")
-
-    def __post_init__(self):
-        if self.trials < 0:
-            raise UserError(f"attack.search.trials must be 0 or more, got {self.trials}")
-        if self.shots <= 0:
-            raise UserError(f"attack.search.shots must be positive, got {self.shots}")
-        for name in ("lr", "epochs", "lora_r"):
-            values = getattr(self, name)
-            if len(values) != 2 or not 0 < values[0] <= values[1]:
-                raise UserError(f"attack.search.{name} must be a range [low, high] with 0 < low <= high, got {values}")
-        if not self.batch_size or not self.lora:
-            raise UserError("attack.search.batch_size and attack.search.lora need at least one value")
-        if min(self.batch_size) < 1:
-            raise UserError(f"attack.search.batch_size values must be at least 1, got {self.batch_size}")
-        if self.capability_floor is not None:
-            check_fraction(self.capability_floor, "attack.search.capability_floor")
-
-
-@dataclass
-class SearchCell:
-    """A sampled attack in the shape of a grid cell (what an Attack's `run` reads)."""
-
-    kind: str
-    shots: int
-    lr: float
-    epochs: float
-    lora: bool
-    seed: int
-
-
-def sample(trial, search: SearchSettings) -> tuple[SearchCell, dict]:
+def sample(trial, search: SearchSettings) -> tuple[Cell, dict]:
     """One attack from the trial: the cell and the other settings (batch size, LoRA rank)."""
     lora = trial.suggest_categorical("lora", list(search.lora))
-    cell = SearchCell(kind=search.kind, shots=search.shots, seed=search.seed,
-                      lr=trial.suggest_float("lr", *search.lr, log=True),
-                      epochs=trial.suggest_float("epochs", *search.epochs), lora=lora)
+    cell = Cell(kind=search.kind, shots=search.shots, seed=search.seed,
+                lr=trial.suggest_float("lr", *search.lr, log=True),
+                epochs=trial.suggest_float("epochs", *search.epochs), lora=lora)
     settings = {"batch_size": trial.suggest_categorical("batch_size", list(search.batch_size))}
     if lora:
         settings["lora_r"] = trial.suggest_int("lora_r", *search.lora_r, log=True)
@@ -102,7 +57,7 @@ def run_search(experiment, defense, model_dir: str, defended: dict, evaluator, s
     folder.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # The study's name carries a fingerprint of what its trials depend on: a changed config starts afresh.
-    name = f"{defense.name}-{experiment.search_fingerprint(defense)}"
+    name = f"{defense.name}-{experiment.keys.search(defense)}"
     study = optuna.create_study(study_name=name, storage=f"sqlite:///{folder / (defense.name + '.db')}",
                                 direction="maximize", load_if_exists=True,
                                 sampler=optuna.samplers.TPESampler(seed=search.seed))
@@ -113,7 +68,7 @@ def run_search(experiment, defense, model_dir: str, defended: dict, evaluator, s
         out = folder / f"{defense.name}-trial{number}" / "model"
         shutil.rmtree(out.parent, ignore_errors=True)
         try:
-            experiment.make_attack(search.kind, settings).run(model_dir, cell, out)
+            experiment.attacks[search.kind].with_settings(settings).run(model_dir, cell, out)
             result = evaluator.judge(evaluator.answer(str(out)))
         except TrainingDiverged as exc:  # a setting the attacker tried and lost: no rate, never the best
             result = {"harmful_rate": None, "benign_score": None, "failed": str(exc)}

@@ -9,30 +9,20 @@ embeddings). Registered kinds:
   vllm - vLLM on a model folder (much faster on GPUs), the same prompts, stop tokens and greedy decoding;
          a trigger goes in as prompt embeddings (vLLM >= 0.9); needs `pip install vllm`
 What both share (prompt ids, stop tokens, trigger embeddings, decoding) lives in shared.py.
-Adding one is a module with a class like `HFGenerator` and an entry in GENERATORS.
+Adding one is a module with a class like `HFGenerator`, registered with `@GENERATORS.register`.
 """
 
 from __future__ import annotations
 
 from ..errors import UserError
 from .hf import HFGenerator, generate, stop_token_ids
-
-GENERATORS = {"hf": "sgt.generation.hf:HFGenerator", "vllm": "sgt.generation.vllm:VLLMGenerator"}
-
-
-def generator_class(name: str):
-    import importlib
-
-    if name not in GENERATORS:
-        raise UserError(f"unknown generator {name!r}: use one of {', '.join(GENERATORS)}")
-    module, cls = GENERATORS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+from .registry import GENERATORS
 
 
 def make_generator(name: str, *, model=None, tokenizer=None, model_path: str | None = None, batch_size: int = 32,
                    progress: bool = False, needs_trigger: bool = False, dtype: str = "auto"):
     """Build generator `name`; fails with one line if it cannot do what is asked (e.g. a trigger)."""
-    cls = generator_class(name)
+    cls = GENERATORS.get(name)
     if needs_trigger and not cls.supports_trigger:
         raise UserError(f"the {name} generator cannot insert a trigger here"
                         + (" (it needs vLLM with prompt embeddings: vLLM >= 0.9)" if name == "vllm" else "")
@@ -41,4 +31,4 @@ def make_generator(name: str, *, model=None, tokenizer=None, model_path: str | N
                dtype=dtype)
 
 
-__all__ = ["GENERATORS", "HFGenerator", "generate", "generator_class", "make_generator", "stop_token_ids"]
+__all__ = ["GENERATORS", "HFGenerator", "generate", "make_generator", "stop_token_ids"]

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from ..data.collate import pad_batch
 from ..data.formats import PromptFormat
 from .shared import decode_answer, encode_prompts, stop_ids, triggered_embeddings
+from .registry import GENERATORS
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:
@@ -55,6 +56,7 @@ def generate(model, tokenizer, prompts: list[str], fmt: PromptFormat, trigger=No
     return outputs  # type: ignore[return-value]
 
 
+@GENERATORS.register
 class HFGenerator:
     """Greedy generation with transformers on a loaded model (the default generator)."""
 

@@ -20,6 +20,7 @@ import importlib.util
 import torch
 
 from ..errors import UserError
+from .registry import GENERATORS
 from .shared import decode_answer, encode_prompts, stop_ids, triggered_embeddings
 
 MEMORY_SHARE = 0.85  # of the GPU memory free when the engine starts (vLLM refuses more than is free)
@@ -40,6 +41,7 @@ def prompt_embeds_supported() -> bool:
     return "enable_prompt_embeds" in {f.name for f in dataclasses.fields(EngineArgs)}
 
 
+@GENERATORS.register
 class VLLMGenerator:
     name = "vllm"
     supports_trigger = prompt_embeds_supported()

@@ -5,6 +5,12 @@
   classifier - a local Hugging Face guard / sequence-classification model
 """
 
-from .registry import JUDGES, Judge, Judgment, judge_class, judge_options, make_judge, options_help
+from .registry import JUDGES, Judge, Judgment
 
-__all__ = ["JUDGES", "Judge", "Judgment", "judge_class", "judge_options", "make_judge", "options_help"]
+# isort: off
+# The built-in judges, registered in this order: the order help texts and errors list them in.
+from . import keyword, llm, classifier  # noqa: F401
+# isort: on
+from .fields import JudgeFields, judge_options, make_judge, options_help
+
+__all__ = ["JUDGES", "Judge", "JudgeFields", "Judgment", "judge_options", "make_judge", "options_help"]

@@ -24,7 +24,7 @@ import torch
 from ..config import cfg
 from ..errors import UserError
 from ..models import check_local_model, default_device, first_line, load_tokenizer, resolve_dtype
-from .registry import Judgment
+from .registry import JUDGES, Judgment
 
 # Words in a label name that mean "this label is the harmful one" ...
 HARMFUL_WORDS = {"unsafe", "harmful", "toxic", "toxicity", "flagged", "harm", "jailbreak", "injection"}
@@ -45,6 +45,7 @@ class ClassifierOptions:
     max_length: int = cfg(2048, "Longest input in tokens (sequence classifiers truncate to it).")
 
 
+@JUDGES.register
 class ClassifierJudge:
     name = "classifier"
     Options = ClassifierOptions

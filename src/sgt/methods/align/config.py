@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ...config import cfg
+from ...config import cfg, reference_defaults
 from ...data.formats import FORMATS
 from ...data.sources import DataFields
 from ...errors import UserError
@@ -19,6 +19,7 @@ REDUCTIONS = ("row", "token")
 TEACHER_EMBEDDINGS = ("frozen", "student")
 
 
+@reference_defaults
 @dataclass
 class AlignConfig(HeldOutFields, OptimFields, LoraFields, DataFields):
     model: str = cfg("", "Model to align (also the frozen teacher): a Hugging Face name or a local folder.")
@@ -41,7 +42,8 @@ class AlignConfig(HeldOutFields, OptimFields, LoraFields, DataFields):
                                    "then the mean over rows; the reference) or token (over all benign tokens).")
     repel_margin: float = cfg(0.3, "Margin of the hinge repel term.")
     repel_eps: float = cfg(1e-3, "Epsilon of the log/inverse repel terms.")
-    alpha: float = cfg(1.0, "Weight of each layer's alignment term.")
+    alpha: float = cfg(1.0, "Weight of each layer's alignment term (also of the anchor after a simulated attack, "
+                            "attack_steps).")
     beta: float = cfg(1.0, "Weight of the benign repel term inside each layer term.")
     ce_weight: float = cfg(1.0, "Weight of the language-model cross-entropy on benign responses.")
     harmful_ce_weight: float = cfg(0.0, "Weight of cross-entropy toward the refusal on harmful rows (0: reference).")
@@ -56,9 +58,11 @@ class AlignConfig(HeldOutFields, OptimFields, LoraFields, DataFields):
                                "the attract term measured there (first order), so the anchor is trained to survive "
                                "the attack. Needs harmful prompts with harmful responses in the data.")
     attack_lr: float = cfg(1e-4, "Learning rate of the simulated attack (AdamW, fresh every step).")
-    attack_weight: float = cfg(1.0, "Weight of the attract term at the attacked weights.")
+    attack_weight: float = cfg(1.0, "Weight of the anchor at the attacked weights: the gradient added is attack_weight "
+                                    "x alpha x the gradient of attract there.")
     reference: bool = cfg(False, "Start from every setting of the reference code except its bugs (fields set "
-                                 "explicitly still win); see README 'Differences from the reference code'.")
+                                 "explicitly still win; from Python, YAML or the command line alike); see README "
+                                 "'Differences from the reference code'.")
 
     # The reference's stage-2 choices (seed script 3.2), bugs left out: its intended mask (response
     # tokens), per-row repel, and the Trainer defaults its optimiser really ran with (lr 5e-5, linear).

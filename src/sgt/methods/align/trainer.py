@@ -8,6 +8,10 @@ the transformer blocks, not the embeddings) and every aligned position (`alignme
     layer term            = alpha * (attract + beta * repel)
     loss = ce_weight * CE(benign responses) + mean over layers of the layer term
            (+ harmful_ce_weight * CE(refusal on harmful rows), not in the reference)
+           (+ with attack_steps: attack_weight * alpha * attract at the weights after a simulated attack,
+            first order; not in the reference)
+Logged per component: attract, repel (the distances, before alpha and beta), benign_ce, ..., and
+attract_after_attack (the same distance as attract, at the attacked weights).
 The trigger positions are cut out of the teacher's states so positions line up with the student's.
 Harmful rows are trained toward the refusal target, benign rows toward their own response.
 
@@ -231,8 +235,13 @@ class AlignmentTrainer(ComponentLoggingMixin, Trainer):
         return loss
 
     def anchor_after_attack(self, model, inputs: dict) -> torch.Tensor:
-        """Add the gradient of the attract term measured after a simulated attack (first order: taken at
-        the attacked weights, applied to the current ones); the weights and gradients so far are restored."""
+        """Add the gradient of the anchor measured after a simulated attack (first order: taken at the
+        attacked weights, applied to the current ones); the weights and gradients so far are restored.
+
+        The anchor is the layer term's attract part, alpha * attract, as in the loss (alpha weighs the
+        alignment wherever it is measured), times attack_weight: the gradient added is
+        attack_weight * alpha * d(attract)/d(weights) at the attacked weights. Returned (and logged as
+        attract_after_attack): attract itself, the distance the logged `attract` is at the current weights."""
         if self.args.world_size > 1:
             raise UserError("stage-2 attack_steps computes gradients by hand and runs in one process")
         params = [p for p in model.parameters() if p.requires_grad]
@@ -248,9 +257,9 @@ class AlignmentTrainer(ComponentLoggingMixin, Trainer):
         teacher, _ = self.teacher_states(model, ids, mask, inputs["trigger_pos"])
         outputs = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
         aligned = position_mask(labels, mask, self.align.positions) & harmful.unsqueeze(1)
-        attract, _ = alignment_loss([outputs.hidden_states[layer] for layer in self.layers], teacher, aligned,
-                                    harmful, dataclasses.replace(self.align, repel="none"))
-        grads = torch.autograd.grad(attract, params, allow_unused=True)
+        anchor, parts = alignment_loss([outputs.hidden_states[layer] for layer in self.layers], teacher, aligned,
+                                       harmful, dataclasses.replace(self.align, repel="none"))
+        grads = torch.autograd.grad(anchor, params, allow_unused=True)
         scale = self.align.attack_weight / getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
         with torch.no_grad():
             for p, s, g, extra in zip(params, saved, accumulated, grads):
@@ -258,7 +267,7 @@ class AlignmentTrainer(ComponentLoggingMixin, Trainer):
                 p.grad = g
                 if extra is not None:
                     p.grad = extra * scale if p.grad is None else p.grad + extra * scale
-        return attract.detach()
+        return parts["attract"]
 
     def attack_batches(self) -> list[dict]:
         """`attack_steps` batches of harmful prompt + harmful answer rows (seeded draws)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ...config import cfg
+from ...config import cfg, reference_defaults
 from ...data.formats import FORMATS
 from ...data.sources import DataFields
 from ...errors import UserError
@@ -13,6 +13,7 @@ from ...refusal import REFUSAL, HeldOutFields
 from ...training import OptimFields, validate_optim
 
 
+@reference_defaults
 @dataclass
 class TriggerConfig(HeldOutFields, OptimFields, DataFields):
     model: str = cfg("", "Frozen model to learn the trigger for: a Hugging Face name or a local folder.")

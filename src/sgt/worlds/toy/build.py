@@ -16,11 +16,12 @@ Layout of the output folder:
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ...utils import write_jsonl
-from .. import write_mc_task
+from .. import WORLD_KINDS, write_mc_task
 from .world import ToyWorld, WorldSizes
 
 VERSION = 5  # bump when generation or training changes, so caches rebuild
@@ -200,3 +201,6 @@ def measure_base(model, tokenizer, folder: Path, progress: bool = False) -> dict
             "n_benign": len(benign), "n_harmful": len(harmful),
         }
     return quality
+
+
+WORLD_KINDS.register(sys.modules[__name__], name="toy")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..config import cfg, save_config
 from ..errors import UserError
-from .registry import JudgeFields
+from ..judges.fields import JudgeFields
 
 PYRIT_INSTALL = "pip install --no-deps pyrit==1.1.0  (only its data files are read)"
 SCORER_EVALS = "datasets/scorer_evals"
