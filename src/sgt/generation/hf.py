@@ -11,8 +11,8 @@ from tqdm.auto import tqdm
 
 from ..data.collate import pad_batch
 from ..data.formats import PromptFormat
-from .shared import decode_answer, encode_prompts, stop_ids, triggered_embeddings
 from .registry import GENERATORS
+from .shared import decode_answer, encode_prompts, stop_ids, triggered_embeddings
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:
