@@ -352,7 +352,7 @@ def test_every_shipped_config_passes_dry_run(config, tmp_path):
     code, out, err = run_cli("run", str(ROOT / config), "--out", str(tmp_path / "run"), "--dry-run")
     assert "attack grid:" in out and "evaluations:" in out
     values = "\n".join(line.split("#")[0] for line in (ROOT / config).read_text().splitlines())  # not comments
-    needs = re.findall(r"\bruns/[\w.-]+", values)
+    needs = [n for n in re.findall(r"\bruns/[\w.-]+", values) if not Path(n).exists()]
     if needs:
         # tuning rounds reuse an earlier run's trigger: the only problem may be that it is not there yet
         problems = [line for line in (out + err).splitlines() if line.startswith("  - eval.")]
