@@ -80,7 +80,7 @@ def parse_launcher(launcher: list[str]) -> Launch:
 
 
 def _flags(argv: list[str]) -> dict[str, str]:
-    """`--name value` and `--name=value` pairs of a command line, names with - as _."""
+    """The option pairs of a command line (an option followed by its value, or option=value), names with - as _."""
     flags = {}
     for i, word in enumerate(argv):
         if word.startswith("--"):
