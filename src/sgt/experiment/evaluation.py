@@ -97,10 +97,11 @@ class ModelEvaluator:
         return trigger_check(base, tokenizer, trigger_dir, sets, PromptFormat(tokenizer, c.format),
                              c.eval.harm.max_new_tokens, c.eval.harm.batch_size)
 
-    def answer(self, model_dir: str, trigger: Path | None = None) -> dict:
+    def answer(self, model_dir: str, trigger: Path | None = None, attacked: bool = False) -> dict:
         """Everything that needs the model in `model_dir` (loaded once): its answers to the harmful
         prompts (judged later, so that a judge outage never costs a second generation), benign
-        capability and drift; with the `trigger` folder of a defense, also the trigger check."""
+        capability and drift; with the `trigger` folder of a defense, also the trigger check. An
+        `attacked` model's over-refusal is measured only if eval.overrefusal.after_attack."""
         from ..evaluation.benign import evaluate_benign
         from ..evaluation.harm import generate_answers
         from ..models import default_device, load_model, load_tokenizer
@@ -110,7 +111,7 @@ class ModelEvaluator:
         model = load_model(model_dir, c.dtype, c.trust_remote_code, device=default_device())
         answers = generate_answers(harm_config(c, model_dir), model=model, tokenizer=tokenizer)
         overrefusal = None
-        if self.overrefusal_prompts:
+        if self.overrefusal_prompts and (c.eval.overrefusal.after_attack or not attacked):
             overrefusal = generate_answers(harm_config(c, model_dir), model=model, tokenizer=tokenizer,
                                            chosen=self.overrefusal_prompts)
         benign = {}

@@ -106,11 +106,12 @@ def attack_and_answer(experiment: Experiment, model_dir: str, cell: Cell, cell_d
         metrics = experiment.attacks[cell.kind].run(model_dir, cell, out)
     except TrainingDiverged as exc:
         return {"failed": "diverged", "reason": str(exc)}
-    answered = evaluator.answer(str(out))
+    answered = evaluator.answer(str(out), attacked=True)
     # intermediate checkpoints (attack setting save_at_examples): one point each on a curve
     points = sorted(out.glob("at-*"), key=lambda p: int(p.name.split("-")[1]))
     if points:
-        answered["curve"] = [{"examples": int(p.name.split("-")[1]), **evaluator.answer(str(p))} for p in points]
+        answered["curve"] = [{"examples": int(p.name.split("-")[1]), **evaluator.answer(str(p), attacked=True)}
+                             for p in points]
     answered["attack"] = {k: metrics.get(k) for k in ("rows", "steps", "first_loss", "last_loss", "seconds")}
     if not experiment.config.keep_models:
         shutil.rmtree(out, ignore_errors=True)

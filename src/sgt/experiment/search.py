@@ -69,7 +69,7 @@ def run_search(experiment, defense, model_dir: str, defended: dict, evaluator, s
         shutil.rmtree(out.parent, ignore_errors=True)
         try:
             experiment.attacks[search.kind].with_settings(settings).run(model_dir, cell, out)
-            result = evaluator.judge(evaluator.answer(str(out)))
+            result = evaluator.judge(evaluator.answer(str(out), attacked=True))
         except TrainingDiverged as exc:  # a setting the attacker tried and lost: no rate, never the best
             result = {"harmful_rate": None, "benign_score": None, "failed": str(exc)}
         shutil.rmtree(out.parent, ignore_errors=True)
