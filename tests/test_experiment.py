@@ -137,6 +137,22 @@ def test_a_new_study_reuses_the_identical_defenses_and_cells_of_another_run(fini
 
 
 @pytest.mark.slow
+def test_a_seeded_study_reuses_the_single_seed_run_for_its_matching_seed(finished_run, toy_micro, tmp_path):
+    """defense_seeds [0, 7]: the copies NAME@seed0 are the finished run's NAME (same settings, seed 0), with
+    their release results and attack cells; the seed-7 copies are not, except `none`, which no seed changes."""
+    from sgt.experiment import Experiment
+
+    out, _, _ = finished_run
+    config = load_experiment(MICRO, with_drift(toy_micro, "defense_seeds=[0, 7]"))
+    experiment = Experiment(config, tmp_path / "study")
+    models, results = experiment.store.reuse(out, experiment.defenses, experiment.cells)
+    assert (models, results) == (4, 12)  # none@0, none@7, sft@0, sgt@0: 4 releases + 4 x 2 cells
+    assert (tmp_path / "study" / "defenses" / "sft@seed0" / "model" / "model.safetensors").is_file()
+    assert (tmp_path / "study" / "attacks" / "sgt@seed0").is_dir()
+    assert not (tmp_path / "study" / "defenses" / "sft@seed7").exists()
+
+
+@pytest.mark.slow
 def test_interrupted_run_resumes_losing_only_the_cell_in_progress(toy_micro, tmp_path, monkeypatch):
     import sgt.experiment.runner as runner
 

@@ -85,10 +85,16 @@ class ResultStore:
         model costs no disk."""
         other, models, results = Path(other), 0, 0
         for defense in defenses:
-            source, target = other / "defenses" / defense.name, self.out / "defenses" / defense.name
-            state = read_marker(source / "defense.json")
-            if state.get("fingerprint") != fingerprint(defense.fingerprint()) or not state.get("done"):
+            target = self.out / "defenses" / defense.name
+            # A copy NAME@seedK may be the other run's single-seed NAME (same settings, same seed)
+            names = dict.fromkeys([defense.name, defense.name.split("@")[0]])
+            found = [(name, read_marker(other / "defenses" / name / "defense.json")) for name in names]
+            found = [(name, state) for name, state in found
+                     if state.get("fingerprint") == fingerprint(defense.fingerprint()) and state.get("done")]
+            if not found:
                 continue
+            name, state = found[0]
+            source = other / "defenses" / name
             if read_marker(target / "defense.json").get("fingerprint") != state["fingerprint"]:
                 copy_folder(source, target, skip=("answers.json", "result.json"))  # results: below
                 atomic_write_json(target / "defense.json", {**state, **model_entry(model_path(state, source), source)})
@@ -99,7 +105,7 @@ class ResultStore:
                 if shared.is_dir():
                     copy_folder(shared, trigger)
             pairs = [(source, target, self.keys.release(defense))]
-            pairs += [(other / "attacks" / defense.name / c.id, self.out / "attacks" / defense.name / c.id,
+            pairs += [(other / "attacks" / name / c.id, self.out / "attacks" / defense.name / c.id,
                        self.keys.cell(defense, c)) for c in cells]
             results += sum(self._reuse_result(source, target, key) for source, target, key in pairs)
         return models, results
