@@ -195,6 +195,9 @@ def test_report_says_which_differences_from_sft_are_larger_than_the_noise(tmp_pa
     assert row["none"].startswith("| none | +0.90 [+0.80, +0.97]* | n/a |")
     assert row["sgt"].startswith("| sgt | +0.05 [+0.00, +0.12] | +0.50 [")  # no *: within the noise
     assert "interval excludes 0 (marked *)" in table
+    # the benign score at release (same answers everywhere here) is compared too; no over-refusal was measured
+    assert "| benign (no attack) |" in table and "over-refusal (no attack)" not in table
+    assert row["sgt"].endswith("| +0.00 [+0.00, +0.00] |")
     assert "| sft | 0.10 [0.03, 0.20] |" in report   # 4 of 40, with its interval
     assert "4 (median of 2 runs; range 4 to > 4)" in report
     results = json.loads((tmp_path / "results.json").read_text())["defenses"]

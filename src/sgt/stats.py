@@ -204,9 +204,9 @@ def add_statistics(data: dict, reference: str, floor: float, threshold: float, r
                    seed: int = 0) -> dict:
     """Add to the report's `data` (per defense: defended, attacked rows, and "_runs", the result files
     behind them, removed here) the 95 % intervals of every harmful rate, benign score and over-refusal
-    rate, of the worst case per budget, the differences of the harmful rate from the `reference`
-    defense (at release and worst case per budget, paired on the prompts) and the budgets to break
-    over runs."""
+    rate, of the worst case per budget, the differences from the `reference` defense (paired on the
+    prompts: the harmful rate at release, "release", and worst case per budget; the over-refusal rate
+    and benign score at release, "overrefusal" and "benign") and the budgets to break over runs."""
     boots: dict[int, Bootstrap] = {}
 
     def boot(m) -> Bootstrap:  # one per number of prompts: matrices over the same prompts share its draws
@@ -234,14 +234,17 @@ def add_statistics(data: dict, reference: str, floor: float, threshold: float, r
         budgets = {shots: ms for shots, ms in budgets.items() if len({m.shape[1] for m in ms.values()}) == 1}
         entry["worst_case_intervals"] = {shots: interval(ms, f"{name}/worst/{shots}") for shots, ms in budgets.items()}
         entry["budget_to_break_over_runs"] = budgets_over_runs(runs.get("by_run", {}), floor, threshold)
-        harm[name] = (release["harmful"], budgets)
+        harm[name] = (release, budgets)
     if reference in harm:
         ref_release, ref_budgets = harm[reference]
         for name, (release, budgets) in harm.items():
             if name == reference:
                 continue
-            pairs = {"release": (release, ref_release),
-                     **{shots: (ms, ref_budgets.get(shots)) for shots, ms in budgets.items()}}
+            # Over-refusal and benign score next to the harmful rate: a defense that is safer only because
+            # it refuses more, or answers worse, shows it with its own interval.
+            pairs = {"release": (release["harmful"], ref_release["harmful"]),
+                     **{shots: (ms, ref_budgets.get(shots)) for shots, ms in budgets.items()},
+                     **{kind: (release[kind], ref_release[kind]) for kind in ("overrefusal", "benign")}}
             data[name]["vs_reference"] = {
                 key: boot(a).difference(a, b, f"{name}/vs/{key}").as_dict() for key, (a, b) in pairs.items()
                 if a is not None and b is not None and _prompts(a) == _prompts(b)}

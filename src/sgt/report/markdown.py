@@ -243,18 +243,24 @@ def _difference_note(data: dict, reference: str) -> list[str]:
 
 
 def _difference_table(data: dict, reference: str, budgets: list[int]) -> list[str]:
-    """Each defense's harmful rate minus the reference defense's, at release and per budget (worst case)."""
+    """Each defense's harmful rate minus the reference defense's, at release and per budget (worst case);
+    then its over-refusal rate and benign score at release minus the reference's, where measured."""
+    extra = [(key, title) for key, title in (("overrefusal", "over-refusal (no attack)"), ("benign", "benign (no attack)"))
+             if any(key in (d.get("vs_reference") or {}) for d in data.values())]
     lines = [f"Harmful rate minus {reference}'s (before attack, and worst case over attack settings at each budget), "
-             "paired on the same prompts, with its 95 % interval. A difference is larger than the noise when its "
-             "interval excludes 0 (marked *); otherwise this study cannot tell the two apart.", "",
-             "| defense | no attack | " + " | ".join(f"{b} shots" for b in budgets) + " |",
-             "|---|---|" + "---|" * len(budgets)]
+             "paired on the same prompts, with its 95 % interval"
+             + (f"; then the over-refusal rate and benign score before attack minus {reference}'s (for the benign "
+                "score, higher is better)" if extra else "")
+             + ". A difference is larger than the noise when its interval excludes 0 (marked *); otherwise this "
+             "study cannot tell the two apart.", "",
+             "| defense | no attack | " + " | ".join([f"{b} shots" for b in budgets] + [t for _, t in extra]) + " |",
+             "|---|---|" + "---|" * (len(budgets) + len(extra))]
     for name, d in data.items():
         if name == reference:
-            lines.append(f"| {name} | (reference) |" + " (reference) |" * len(budgets))
+            lines.append(f"| {name} | (reference) |" + " (reference) |" * (len(budgets) + len(extra)))
             continue
         differences = d.get("vs_reference") or {}
-        cells = [_fmt_difference(differences.get(key)) for key in ["release", *budgets]]
+        cells = [_fmt_difference(differences.get(key)) for key in ["release", *budgets, *(k for k, _ in extra)]]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
