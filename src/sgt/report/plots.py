@@ -53,7 +53,7 @@ def plot(data: dict, out: Path, settings) -> list[str]:
             ax.set_ylim(-0.03, 1.05)
             ax.grid(alpha=0.3)
         axes[0].set_ylabel("harmful rate (95 % interval)")
-        axes[0].legend(loc="lower right", fontsize=8)
+        axes[0].legend(loc="best", fontsize=8)  # the corner that hides the fewest points
         fig.tight_layout()
         files.append(_save(fig, out / "harm_vs_budget.png"))
         plt.close(fig)
