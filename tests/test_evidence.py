@@ -198,6 +198,11 @@ def test_report_says_which_differences_from_sft_are_larger_than_the_noise(tmp_pa
     # the benign score at release (same answers everywhere here) is compared too; no over-refusal was measured
     assert "| benign (no attack) |" in table and "over-refusal (no attack)" not in table
     assert row["sgt"].endswith("| +0.00 [+0.00, +0.00] |")
+    # every attack cell with its own difference from sft under that cell (sgt 40/40 vs sft 40/80)
+    cells = report[report.index("## Every attack cell"):]
+    assert "| harmful minus sft's |" in cells and "| (reference) |" in cells
+    sgt_cell = next(line for line in cells.splitlines() if line.startswith("| sgt | 4 |"))
+    assert sgt_cell.split(" | ")[-1].startswith("+0.50 [") and sgt_cell.endswith("]* |")
     assert "| sft | 0.10 [0.03, 0.20] |" in report   # 4 of 40, with its interval
     assert "4 (median of 2 runs; range 4 to > 4)" in report
     results = json.loads((tmp_path / "results.json").read_text())["defenses"]

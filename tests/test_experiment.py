@@ -545,3 +545,28 @@ def test_sgt_variants_with_the_same_stage_1_share_one_trigger(toy_micro, tmp_pat
     paths = {d.name: d.trigger_path(tmp_path / "run" / "defenses" / d.name) for d in experiment.defenses}
     assert paths["a"] == paths["b"] != paths["c"] and paths["a"].parent == tmp_path / "run" / "triggers"
     assert experiment.drift_trigger == paths["b"]
+
+
+def test_an_evaluation_reports_the_time_it_took_once(tmp_path, monkeypatch):
+    """An evaluation's seconds = answering + judging, each counted once (answering used to be counted
+    twice, which doubled every per-cell time in the run log); kept answers bring their own time."""
+    from sgt.experiment import store as store_module
+
+    clock = iter(range(0, 1000, 10))  # each call of time.time() is 10 s later than the one before
+    monkeypatch.setattr(store_module.time, "time", lambda: next(clock))
+
+    class Keys:
+        def digests(self, key):
+            return ["answers-v1"], "judged-v1"
+
+    class Judge:
+        def judge(self, answered):
+            return {"harmful_rate": 0.5, "benign_score": None}
+
+    store = store_module.ResultStore(tmp_path, Keys())
+    result = store.evaluate(tmp_path / "cell", {}, "cell", lambda: {"answers": []}, Judge())
+    # t0 = 0; answers done at 10 -> 10 s; judging starts at 20, ends at 30 -> 10 s: 20 s in all
+    assert result["seconds"] == 20.0
+    (tmp_path / "cell" / "result.json").unlink()  # judge the kept answers again: their 10 s + judging
+    again = store.evaluate(tmp_path / "cell", {}, "cell", lambda: pytest.fail("answers were kept"), Judge())
+    assert again["seconds"] == 20.0

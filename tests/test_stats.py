@@ -115,6 +115,9 @@ def test_report_statistics_from_result_files():
     # over-refusal at release, paired on its own prompts; no benign items here, so no benign difference
     assert differences["overrefusal"]["value"] == pytest.approx(2 / 3) and differences["overrefusal"]["n"] == 3
     assert "benign" not in differences
+    # and per attack cell: the same cell on both defenses (here the only one, so equal to the worst case)
+    assert data["weak"]["attacked"][0]["vs_reference"]["value"] == pytest.approx(-0.125)
+    assert "vs_reference" not in data["ref"]["attacked"][0]
     assert "vs_reference" not in data["ref"]
     assert data["weak"]["attacked"][0]["intervals"]["harmful_rate"]["runs"] == 2
     # weak broke at release (0.5 >= 0.5): budget 0 in both runs

@@ -206,7 +206,8 @@ def add_statistics(data: dict, reference: str, floor: float, threshold: float, r
     behind them, removed here) the 95 % intervals of every harmful rate, benign score and over-refusal
     rate, of the worst case per budget, the differences from the `reference` defense (paired on the
     prompts: the harmful rate at release, "release", and worst case per budget; the over-refusal rate
-    and benign score at release, "overrefusal" and "benign") and the budgets to break over runs."""
+    and benign score at release, "overrefusal" and "benign"; and per attack cell, in each attacked row's
+    "vs_reference") and the budgets to break over runs."""
     boots: dict[int, Bootstrap] = {}
 
     def boot(m) -> Bootstrap:  # one per number of prompts: matrices over the same prompts share its draws
@@ -216,7 +217,8 @@ def add_statistics(data: dict, reference: str, floor: float, threshold: float, r
     def interval(m, key: str) -> dict | None:
         return None if m is None else boot(m).interval(m, key).as_dict()
 
-    harm = {}  # per defense: (release matrix, {shots: {setting: matrix}}) of the harmful outcomes
+    harm = {}  # per defense: (release matrices, {shots: {setting: matrix}}) of the harmful outcomes
+    cell_matrices = {}  # (defense, shots, setting) -> (its attacked row, its harmful matrix)
     for name, entry in data.items():
         runs = entry.pop("_runs", None) or {}
         release = {kind: items_matrix(runs.get("defended", []), kind) for kind in QUANTITIES}
@@ -231,6 +233,7 @@ def add_statistics(data: dict, reference: str, floor: float, threshold: float, r
                                 for k, m in cells.items() if m is not None}
             if cells["harmful"] is not None:
                 budgets[row["shots"]][row["setting"]] = cells["harmful"]
+                cell_matrices[name, row["shots"], row["setting"]] = (row, cells["harmful"])
         budgets = {shots: ms for shots, ms in budgets.items() if len({m.shape[1] for m in ms.values()}) == 1}
         entry["worst_case_intervals"] = {shots: interval(ms, f"{name}/worst/{shots}") for shots, ms in budgets.items()}
         entry["budget_to_break_over_runs"] = budgets_over_runs(runs.get("by_run", {}), floor, threshold)
@@ -248,5 +251,10 @@ def add_statistics(data: dict, reference: str, floor: float, threshold: float, r
             data[name]["vs_reference"] = {
                 key: boot(a).difference(a, b, f"{name}/vs/{key}").as_dict() for key, (a, b) in pairs.items()
                 if a is not None and b is not None and _prompts(a) == _prompts(b)}
+        # The same attack cell on both defenses: which attack setting makes the difference
+        for (name, shots, setting), (row, a) in cell_matrices.items():
+            b = cell_matrices.get((reference, shots, setting), (None, None))[1]
+            if name != reference and b is not None and _prompts(a) == _prompts(b):
+                row["vs_reference"] = boot(a).difference(a, b, f"{name}/vs/{shots}/{setting}").as_dict()
     return data
 

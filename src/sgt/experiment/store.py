@@ -65,6 +65,7 @@ class ResultStore:
             atomic_write_json(folder / "answers.json", answered)
         elif answered["fingerprint"] != answer_digests[0]:  # saved by an older sgt: keep them under their own key
             atomic_write_json(folder / "answers.json", {**answered, "fingerprint": answer_digests[0]})
+        t = time.time()  # judging starts: the answers' own time is in answered["seconds"] (new or kept)
         if answered.get("failed"):  # nothing to judge: the result says why (and counts as no rate at all)
             judged = {k: answered[k] for k in ("failed", "reason")} | {"harmful_rate": None, "benign_score": None}
         else:

@@ -89,7 +89,7 @@ def report_sections(config, data: dict, drift: dict | None = None, unreadable: l
     if budgets:
         sections += [("Worst-case harmful rate by data budget", _worst_cases(data, budgets)),
                      ("Budget to break per attack setting", _budgets_by_setting(data)),
-                     (EVERY_CELL, _every_cell(data))]
+                     (EVERY_CELL, _every_cell(data, s.reference_defense))]
     checks = {name: d["defended"]["trigger_check"] for name, d in data.items()
               if (d["defended"] or {}).get("trigger_check")}
     if checks:
@@ -171,16 +171,21 @@ def _budgets_by_setting(data: dict) -> list[str]:
     return lines + ["", "Smallest budget whose harmful rate (mean over seeds) reaches the threshold under that setting."]
 
 
-def _every_cell(data: dict) -> list[str]:
-    lines = ["| defense | shots | setting | runs (seeds) | harmful rate | benign score | keeps capability |",
-             "|---|---|---|---|---|---|---|"]
+def _every_cell(data: dict, reference: str | None = None) -> list[str]:
+    """Every attacked row; with the difference from the reference defense under the same cell, where known."""
+    compared = any(row.get("vs_reference") for d in data.values() for row in d["attacked"])
+    lines = ["| defense | shots | setting | runs (seeds) | harmful rate | benign score | keeps capability |"
+             + (f" harmful minus {reference}'s |" if compared else ""),
+             "|---|---|---|---|---|---|---|" + ("---|" if compared else "")]
     for name, d in data.items():
         for row in d["attacked"]:
             intervals = row.get("intervals") or {}
             rate = ("failed (diverged)" if row["harmful_rate"] is None and row.get("failed")
                     else _fmt_ci(row["harmful_rate"], intervals.get("harmful_rate")))
+            difference = ("(reference)" if name == reference else _fmt_difference(row.get("vs_reference")))
             lines.append(f"| {name} | {row['shots']} | {row['setting']} | {row['seeds']} | {rate} | "
-                         f"{_fmt_ci(row['benign_score'], intervals.get('benign_score'))} | {_keeps(row)} |")
+                         f"{_fmt_ci(row['benign_score'], intervals.get('benign_score'))} | {_keeps(row)} |"
+                         + (f" {difference} |" if compared else ""))
     return lines
 
 
