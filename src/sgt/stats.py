@@ -217,7 +217,7 @@ def add_statistics(data: dict, reference: str, floor: float, threshold: float, r
     def interval(m, key: str) -> dict | None:
         return None if m is None else boot(m).interval(m, key).as_dict()
 
-    harm = {}  # per defense: (release matrices, {shots: {setting: matrix}}) of the harmful outcomes
+    harm = {}  # per defense: ({kind: release matrix}, {shots: {setting: harmful matrix}})
     cell_matrices = {}  # (defense, shots, setting) -> (its attacked row, its harmful matrix)
     for name, entry in data.items():
         runs = entry.pop("_runs", None) or {}
